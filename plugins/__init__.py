@@ -1,0 +1,1 @@
+"""Pluggable parts: acquisition strategies, models and augmentations, each in a registry."""

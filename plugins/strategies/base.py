@@ -1,0 +1,354 @@
+"""Core types of the acquisition engine: pool inputs, the ranking a strategy returns, the Strategy base."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from plugins.device import pick_device
+from plugins.strategies.errors import InvalidInputError, InvalidParamsError, MissingInputError
+
+ArrayLike = np.ndarray | torch.Tensor
+Head = Callable[[torch.Tensor], torch.Tensor]
+
+# Tolerance for "rows of a probability matrix sum to one" (float32 softmax outputs drift a little).
+_PROB_SUM_TOL = 1e-3
+
+
+class Input(str, Enum):
+    """What a strategy can ask the model plugin to compute for the pool."""
+
+    PROBS = "probs"  # (N, C) class probabilities
+    SAMPLES = "samples"  # (N, K, C) MC-dropout / ensemble / committee member probabilities
+    EMBEDDINGS = "embeddings"  # (N, D) penultimate-layer embeddings of the pool
+    LABELED_EMBEDDINGS = "labeled_embeddings"  # (L, D) embeddings of the labeled set
+    LABELED_LABELS = "labeled_labels"  # (L,) integer class ids of the labeled set
+    PREDICTED_LOSS = "predicted_loss"  # (N,) loss predicted by a learning-loss head
+    HEAD = "head"  # callable: (M, D) embeddings -> (M, C) logits of the classifier head
+
+
+_POOL_SIZED = (Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.PREDICTED_LOSS)
+
+
+@dataclass(frozen=True)
+class PoolInputs:
+    """What the model says about the unlabeled pool (and the labeled set); only needed fields are set."""
+
+    probs: ArrayLike | None = None
+    samples: ArrayLike | None = None
+    embeddings: ArrayLike | None = None
+    labeled_embeddings: ArrayLike | None = None
+    labeled_labels: ArrayLike | None = None
+    predicted_loss: ArrayLike | None = None
+    head: Head | None = None
+    n_items: int | None = None  # pool size when no pool-sized array is given (e.g. random)
+    n_classes: int | None = None  # number of classes when no probabilities are given
+
+    def available(self) -> frozenset[Input]:
+        """The inputs that are set."""
+        return frozenset(i for i in Input if getattr(self, i.value) is not None)
+
+    @property
+    def n(self) -> int:
+        """Pool size."""
+        for inp in _POOL_SIZED:
+            value = getattr(self, inp.value)
+            if value is not None:
+                return int(value.shape[0])
+        if self.n_items is None:
+            raise MissingInputError("the pool size is unknown: pass n_items or a pool-sized input")
+        return int(self.n_items)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes, from the probabilities, the samples or `n_classes`."""
+        if self.probs is not None:
+            return int(self.probs.shape[1])
+        if self.samples is not None:
+            return int(self.samples.shape[2])
+        if self.n_classes is not None:
+            return int(self.n_classes)
+        if self.labeled_labels is not None and len(self.labeled_labels):
+            return int(self.labeled_labels.max()) + 1
+        raise MissingInputError("the number of classes is unknown: pass probs, samples or n_classes")
+
+    def prepared(
+        self,
+        needs: frozenset[Input],
+        device: torch.device,
+        dtype: torch.dtype,
+        strategy: str = "strategy",
+    ) -> PoolInputs:
+        """Check that every needed input is present and valid; return a copy with torch tensors."""
+        missing = needs - self.available()
+        if missing:
+            raise MissingInputError(
+                f"{strategy} needs inputs: {_names(needs)}; missing: {_names(missing)}"
+            )
+        converted: dict[str, Any] = {}
+        for inp in self.available():
+            value = getattr(self, inp.value)
+            if inp is Input.HEAD:
+                if not callable(value):
+                    raise InvalidInputError("head must be a callable mapping embeddings to logits")
+                continue
+            if inp is Input.LABELED_LABELS:
+                converted[inp.value] = _as_labels(value, device)
+            else:
+                converted[inp.value] = _as_float(inp, value, device, dtype)
+        prepared = dataclasses.replace(self, **converted)
+        prepared._check_shapes()
+        return prepared
+
+    def _check_shapes(self) -> None:
+        ndim = {Input.PROBS: 2, Input.SAMPLES: 3, Input.EMBEDDINGS: 2, Input.LABELED_EMBEDDINGS: 2,
+                Input.LABELED_LABELS: 1, Input.PREDICTED_LOSS: 1}
+        for inp, want in ndim.items():
+            value = getattr(self, inp.value)
+            if value is not None and value.ndim != want:
+                raise InvalidInputError(f"{inp.value} must have {want} dimensions, got shape {tuple(value.shape)}")
+        sizes = {i.value: int(getattr(self, i.value).shape[0]) for i in _POOL_SIZED if getattr(self, i.value) is not None}
+        if self.n_items is not None:
+            sizes["n_items"] = int(self.n_items)
+        if len(set(sizes.values())) > 1:
+            raise InvalidInputError(f"pool inputs disagree on the pool size: {sizes}")
+        if self.probs is not None and self.samples is not None and self.probs.shape[1] != self.samples.shape[2]:
+            raise InvalidInputError(
+                f"probs has {self.probs.shape[1]} classes but samples has {self.samples.shape[2]}"
+            )
+        for prob_name in ("probs", "samples"):
+            value = getattr(self, prob_name)
+            if value is not None:
+                _check_probabilities(prob_name, value)
+        if self.samples is not None and self.samples.shape[1] < 1:
+            raise InvalidInputError("samples needs at least one sample per item (shape N x K x C, K >= 1)")
+        emb, lab_emb, lab = self.embeddings, self.labeled_embeddings, self.labeled_labels
+        if emb is not None and lab_emb is not None and emb.shape[1] != lab_emb.shape[1]:
+            raise InvalidInputError(
+                f"embeddings have dimension {emb.shape[1]} but labeled_embeddings {lab_emb.shape[1]}"
+            )
+        if lab_emb is not None and lab is not None and lab_emb.shape[0] != lab.shape[0]:
+            raise InvalidInputError(
+                f"labeled_embeddings has {lab_emb.shape[0]} rows but labeled_labels {lab.shape[0]}"
+            )
+        if lab is not None and lab.numel() and (self.probs is not None or self.samples is not None):
+            if int(lab.max()) >= self.num_classes:
+                raise InvalidInputError(
+                    f"labeled_labels has class id {int(lab.max())} but there are {self.num_classes} classes"
+                )
+
+
+def _names(inputs: frozenset[Input]) -> str:
+    return ", ".join(sorted(i.value for i in inputs))
+
+
+def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise InvalidInputError(f"{inp.value} is not a numeric array: {exc}") from None
+    if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.uint8)):
+        raise InvalidInputError(f"{inp.value} must be numeric, got dtype {tensor.dtype}")
+    tensor = tensor.to(device=device, dtype=dtype)
+    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise InvalidInputError(f"{inp.value} contains {bad} NaN or infinite value(s)")
+    return tensor
+
+
+def _as_labels(value: Any, device: torch.device) -> torch.Tensor:
+    tensor = torch.as_tensor(value)
+    if tensor.is_floating_point():
+        if tensor.numel() and not bool((tensor == tensor.round()).all()):
+            raise InvalidInputError("labeled_labels must be integer class ids")
+    tensor = tensor.to(device=device, dtype=torch.int64)
+    if tensor.numel() and int(tensor.min()) < 0:
+        raise InvalidInputError("labeled_labels must be non-negative class ids")
+    return tensor
+
+
+def _check_probabilities(name: str, value: torch.Tensor) -> None:
+    if value.numel() == 0:
+        return
+    if float(value.min()) < -1e-6 or float(value.max()) > 1 + 1e-6:
+        raise InvalidInputError(f"{name} must hold probabilities in [0, 1] (pass softmax outputs, not logits)")
+    deviation = float((value.sum(dim=-1) - 1).abs().max())
+    if deviation > _PROB_SUM_TOL:
+        raise InvalidInputError(
+            f"{name} rows must sum to 1 over classes (largest deviation {deviation:.3g}); pass softmax outputs"
+        )
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """A strategy's answer: the pool in the order to label it, with per-item scores and clusters."""
+
+    order: np.ndarray  # (N,) int64 permutation of range(N); order[0] is the item to label first
+    strategy: str
+    scores: np.ndarray | None = None  # (N,) per item (indexed by pool position): higher = more informative
+    clusters: np.ndarray | None = None  # (N,) cluster id per item, where the method clusters
+    info: dict[str, Any] = field(default_factory=dict)  # what the method decided (e.g. auto's choice)
+
+    @property
+    def ranks(self) -> np.ndarray:
+        """rank[i] = position of pool item i in the order (0 = label first)."""
+        ranks = np.empty_like(self.order)
+        ranks[self.order] = np.arange(len(self.order))
+        return ranks
+
+    def top(self, k: int) -> np.ndarray:
+        """The first k items to label."""
+        return self.order[:k]
+
+    @classmethod
+    def empty(cls, strategy: str) -> Ranking:
+        """The ranking of an empty pool."""
+        return cls(order=np.zeros(0, dtype=np.int64), strategy=strategy,
+                   scores=np.zeros(0, dtype=np.float32), info={"empty_pool": True})
+
+
+def to_numpy(x: torch.Tensor | np.ndarray | None) -> np.ndarray | None:
+    """Tensor (any device) -> numpy array; None stays None."""
+    if x is None:
+        return None
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def order_by_scores(scores: torch.Tensor) -> torch.Tensor:
+    """Indices sorted by descending score; ties keep pool order (stable, deterministic)."""
+    return torch.argsort(-scores, stable=True)
+
+
+def batch_then_scores(picked: list[int] | torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The picked items first (in pick order), then every other item by descending score."""
+    n = scores.shape[0]
+    picked_t = torch.as_tensor(picked, dtype=torch.int64, device=scores.device).reshape(-1)
+    rest_mask = torch.ones(n, dtype=torch.bool, device=scores.device)
+    rest_mask[picked_t] = False
+    rest = torch.nonzero(rest_mask).reshape(-1)
+    rest = rest[order_by_scores(scores[rest])]
+    return torch.cat([picked_t, rest])
+
+
+class StrategyParams(BaseModel):
+    """Hyperparameters every strategy accepts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    seed: int = Field(0, description="seed for every random choice the strategy makes")
+    device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1'; default: CUDA when present")
+    dtype: Literal["float32", "float64"] = Field("float32", description="compute precision")
+    memory_mb: int = Field(256, gt=0, description="working-memory bound for chunked steps, in MiB")
+
+
+class BatchParams(StrategyParams):
+    """Hyperparameters of methods that choose the first `batch_size` items jointly."""
+
+    batch_size: int = Field(
+        50, ge=1, description="items chosen jointly; the rest of the pool is ranked by a per-item score"
+    )
+
+
+class Strategy(ABC):
+    """Turns pool inputs into a priority order. Hyperparameters at construction, data at `rank`."""
+
+    name: ClassVar[str] = "strategy"
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+    needs: ClassVar[frozenset[Input]] = frozenset()
+    optional: ClassVar[frozenset[Input]] = frozenset()
+
+    def __init__(self, **params: Any) -> None:
+        try:
+            self.params = self.Params(**params)
+        except ValidationError as exc:
+            raise InvalidParamsError(_describe_params_error(self.name, self.Params, exc)) from None
+
+    def required_inputs(self) -> frozenset[Input]:
+        """Inputs the caller must compute for `rank`."""
+        return self.needs
+
+    def optional_inputs(self) -> frozenset[Input]:
+        """Inputs `rank` uses when present."""
+        return self.optional
+
+    def config(self) -> dict[str, Any]:
+        """JSON-serialisable {'name', 'params'} that rebuilds this strategy."""
+        return {"name": self.name, "params": self.params.model_dump(mode="json")}
+
+    @property
+    def device(self) -> torch.device:
+        return pick_device(self.params.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return getattr(torch, self.params.dtype)
+
+    def generator(self, salt: int = 0) -> np.random.Generator:
+        """A numpy RNG seeded from the strategy's seed (and an optional salt)."""
+        return np.random.default_rng([self.params.seed, salt])
+
+    def rank(self, pool: PoolInputs) -> Ranking:
+        """Validate the inputs and return the full priority order over the pool."""
+        prepared = pool.prepared(self.required_inputs(), self.device, self.dtype, strategy=self.name)
+        if prepared.n == 0:
+            return Ranking.empty(self.name)
+        with torch.no_grad():
+            return self._rank(prepared)
+
+    @abstractmethod
+    def _rank(self, pool: PoolInputs) -> Ranking:
+        """Rank a validated, non-empty pool whose arrays are torch tensors on `self.device`."""
+
+    def _ranking(self, order: torch.Tensor, scores: torch.Tensor | None = None,
+                 clusters: torch.Tensor | None = None, **info: Any) -> Ranking:
+        """Package torch results as a Ranking."""
+        return Ranking(
+            order=to_numpy(order).astype(np.int64),
+            strategy=self.name,
+            scores=None if scores is None else to_numpy(scores),
+            clusters=None if clusters is None else to_numpy(clusters).astype(np.int64),
+            info=info,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.params!r})"
+
+
+class ScoreStrategy(Strategy):
+    """A method with a per-item score: the order is the scores, descending."""
+
+    def _rank(self, pool: PoolInputs) -> Ranking:
+        scores = self.score(pool)
+        return self._ranking(order_by_scores(scores), scores)
+
+    @abstractmethod
+    def score(self, pool: PoolInputs) -> torch.Tensor:
+        """(N,) utility per item: higher means label sooner."""
+
+
+def _describe_params_error(name: str, params: type[BaseModel], exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "params"
+        problems.append(f"{where}: {err['msg']}")
+    allowed = ", ".join(
+        f"{key} ({_describe_field(f)})" for key, f in params.model_fields.items()
+    )
+    return f"invalid parameters for {name}: {'; '.join(problems)}. Allowed: {allowed}"
+
+
+def _describe_field(field_info: Any) -> str:
+    ann = getattr(field_info.annotation, "__name__", None) or str(field_info.annotation)
+    ann = ann.replace("typing.", "")
+    default = field_info.default
+    return f"{ann}, default {default!r}" if default is not None or not field_info.is_required() else ann

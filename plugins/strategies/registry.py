@@ -1,0 +1,41 @@
+"""The strategy registry and the JSON spec that names a strategy with its parameters."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from plugins.registry import Registry
+from plugins.strategies.base import Strategy
+from plugins.strategies.errors import InvalidParamsError, UnknownStrategyError
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+register = STRATEGIES.register
+
+
+class StrategySpec(BaseModel):
+    """A strategy by name with its hyperparameters, as stored in a project's settings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="registered strategy name, e.g. 'badge'")
+    params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of that strategy")
+
+
+def build_strategy(spec: StrategySpec | dict[str, Any] | str, **params: Any) -> Strategy:
+    """Construct a strategy from a spec, a {'name', 'params'} dict or a bare name plus keyword params."""
+    if isinstance(spec, str):
+        spec = StrategySpec(name=spec, params=params)
+    elif isinstance(spec, dict):
+        try:
+            spec = StrategySpec(**spec)
+        except Exception as exc:  # pydantic.ValidationError: wrong shape of the spec itself
+            raise InvalidParamsError(f"a strategy spec is {{'name': str, 'params': {{...}}}}: {exc}") from None
+        if params:
+            spec = StrategySpec(name=spec.name, params={**spec.params, **params})
+    elif params:
+        spec = StrategySpec(name=spec.name, params={**spec.params, **params})
+    if spec.name not in STRATEGIES:
+        raise UnknownStrategyError(spec.name, STRATEGIES.names())
+    return STRATEGIES.get(spec.name)(**spec.params)
