@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 
 
@@ -23,12 +24,17 @@ def chunks(n: int, size: int) -> Iterator[slice]:
         yield slice(start, min(n, start + size))
 
 
+def row_sq_norms(x: torch.Tensor) -> torch.Tensor:
+    """||x_i||^2 for each row i, without an (N, D) temporary."""
+    return torch.linalg.vector_norm(x, dim=1).square()
+
+
 def sq_dists(x: torch.Tensor, y: torch.Tensor, x_sq: torch.Tensor | None = None,
              y_sq: torch.Tensor | None = None) -> torch.Tensor:
-    """Squared Euclidean distances (len(x), len(y)), clamped at 0."""
-    x_sq = (x * x).sum(1) if x_sq is None else x_sq
-    y_sq = (y * y).sum(1) if y_sq is None else y_sq
-    return (x_sq[:, None] + y_sq[None, :] - 2.0 * (x @ y.T)).clamp_min_(0.0)
+    """Squared Euclidean distances (len(x), len(y)), clamped at 0; one (len(x), len(y)) buffer."""
+    x_sq = row_sq_norms(x) if x_sq is None else x_sq
+    y_sq = row_sq_norms(y) if y_sq is None else y_sq
+    return torch.addmm(x_sq[:, None], x, y.T, alpha=-2.0).add_(y_sq[None, :]).clamp_min_(0.0)
 
 
 def min_sq_dists(x: torch.Tensor, centers: torch.Tensor, memory_mb: int) -> torch.Tensor:
@@ -36,9 +42,92 @@ def min_sq_dists(x: torch.Tensor, centers: torch.Tensor, memory_mb: int) -> torc
     out = torch.full((x.shape[0],), float("inf"), dtype=x.dtype, device=x.device)
     if centers.shape[0] == 0 or x.shape[0] == 0:
         return out
-    c_sq = (centers * centers).sum(1)
-    x_sq = (x * x).sum(1)
+    c_sq = row_sq_norms(centers)
+    x_sq = row_sq_norms(x)
     step = rows_per_chunk(centers.shape[0] * x.element_size() * 2, memory_mb)
     for sl in chunks(x.shape[0], step):
-        out[sl] = sq_dists(x[sl], centers, x_sq[sl], c_sq).min(dim=1).values
+        out[sl] = sq_dists(x[sl], centers, x_sq[sl], c_sq).amin(dim=1)
     return out
+
+
+def outer_sq_norms(a: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """||a_i (x) h_i||^2 = ||a_i||^2 ||h_i||^2 for each row i."""
+    return row_sq_norms(a) * row_sq_norms(h)
+
+
+def factorized_sq_dists(a: torch.Tensor, h: torch.Tensor, idx: list[int] | torch.Tensor,
+                        g_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared distances (N, len(idx)) between outer products g_i = a_i (x) h_i, without forming any g.
+
+    ||g_i - g_j||^2 = ||g_i||^2 + ||g_j||^2 - 2 (a_i . a_j)(h_i . h_j); values within the rounding error of
+    that formula ((C + D) eps (||g_i||^2 + ||g_j||^2), the dot-product error bound) are set to 0, so that
+    exact duplicates are at distance exactly 0.
+    """
+    g_sq = outer_sq_norms(a, h) if g_sq is None else g_sq
+    idx = torch.as_tensor(idx, dtype=torch.int64, device=a.device).reshape(-1)
+    scale = g_sq[:, None] + g_sq[idx][None, :]
+    dists = scale - 2.0 * (a @ a[idx].T) * (h @ h[idx].T)
+    tol = torch.finfo(dists.dtype).eps * (a.shape[1] + h.shape[1])
+    return dists.masked_fill_(dists <= tol * scale, 0.0)
+
+
+def kmeanspp_factorized(a: torch.Tensor, h: torch.Tensor, k: int, rng: np.random.Generator) -> list[int]:
+    """k-means++ seeding of min(k, N) rows of g = a (x) h: first the largest ||g||, then D^2 sampling.
+
+    Each D^2 draw takes one `rng.random()` u and picks the first row whose cumulative squared distance
+    exceeds u * total (picked rows weigh 0, so they never come back). Once every distance is 0, the
+    remaining picks are the unpicked rows by descending ||g||. Cost O(k N (C + D)), memory O(N).
+    """
+    n = a.shape[0]
+    k = min(k, n)
+    if k <= 0:
+        return []
+    g_sq = outer_sq_norms(a, h)
+    picked = [int(torch.argmax(g_sq))]
+    min_sq = factorized_sq_dists(a, h, picked, g_sq)[:, 0]
+    min_sq[picked[0]] = 0.0
+    while len(picked) < k:
+        cum = torch.cumsum(min_sq, 0, dtype=torch.float64)
+        total = float(cum[-1])
+        if total <= 0.0:
+            return picked + _unpicked_by_score(g_sq, picked)[: k - len(picked)]
+        target = torch.tensor([rng.random() * total], dtype=torch.float64, device=a.device)
+        c = int(torch.searchsorted(cum, target, right=True))
+        if c >= n:  # u * total rounded up to total: the last row with mass
+            c = int(torch.nonzero(min_sq > 0)[-1])
+        picked.append(c)
+        torch.minimum(min_sq, factorized_sq_dists(a, h, [c], g_sq)[:, 0], out=min_sq)
+        min_sq[c] = 0.0
+    return picked
+
+
+def _unpicked_by_score(scores: torch.Tensor, picked: list[int]) -> list[int]:
+    """The rows not in `picked`, by descending score (ties: lower index first)."""
+    mask = torch.ones(scores.shape[0], dtype=torch.bool, device=scores.device)
+    mask[picked] = False
+    rest = torch.nonzero(mask).reshape(-1)
+    return rest[torch.argsort(-scores[rest], stable=True)].tolist()
+
+
+def kcenter_greedy(x: torch.Tensor, k: int, min_sq: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """Farthest-first traversal (Gonzalez, 1985): min(k, N) times add the row farthest from the centers.
+
+    `min_sq` is each row's squared distance to the existing centers; +inf everywhere means there are
+    none, and then the first center is the row closest to the mean. Returns the picks and the squared
+    distances to the nearest center after them (0 for the picks). Cost O(k N D), memory O(N).
+    """
+    n = x.shape[0]
+    k = min(k, n)
+    x_sq = row_sq_norms(x)
+    min_sq = min_sq.clone()
+    picked: list[int] = []
+    if k > 0 and bool(torch.isinf(min_sq).all()):
+        picked.append(int(torch.argmin(sq_dists(x, x.mean(0, keepdim=True), x_sq)[:, 0])))
+        min_sq = sq_dists(x, x[picked], x_sq)[:, 0]
+        min_sq[picked[0]] = -float("inf")
+    while len(picked) < k:
+        c = int(torch.argmax(min_sq))
+        picked.append(c)
+        torch.minimum(min_sq, torch.addmv(x_sq, x, x[c], alpha=-2.0).add_(x_sq[c]).clamp_min_(0.0), out=min_sq)
+        min_sq[c] = -float("inf")  # never picked again; reported as 0
+    return picked, min_sq.clamp_min_(0.0)

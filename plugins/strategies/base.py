@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plugins.device import pick_device
+from plugins.strategies._kernels import chunks
 from plugins.strategies.errors import InvalidInputError, InvalidParamsError, MissingInputError
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -21,6 +22,8 @@ Head = Callable[[torch.Tensor], torch.Tensor]
 
 # Tolerance for "rows of a probability matrix sum to one" (float32 softmax outputs drift a little).
 _PROB_SUM_TOL = 1e-3
+# Rows checked for NaN/inf at a time: keeps the check's temporaries small on million-item pools.
+_FINITE_CHECK_ROWS = 8192
 
 
 class Input(str, Enum):
@@ -158,9 +161,14 @@ def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype) 
     if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.uint8)):
         raise InvalidInputError(f"{inp.value} must be numeric, got dtype {tensor.dtype}")
     tensor = tensor.to(device=device, dtype=dtype)
-    if tensor.numel() and not bool(torch.isfinite(tensor).all()):
-        bad = int((~torch.isfinite(tensor)).sum())
-        raise InvalidInputError(f"{inp.value} contains {bad} NaN or infinite value(s)")
+    if tensor.numel() == 0:
+        return tensor
+    flat = tensor.reshape(tensor.shape[0], -1) if tensor.ndim else tensor.reshape(1, 1)
+    for rows in chunks(flat.shape[0], _FINITE_CHECK_ROWS):  # bounded temporaries on large pools
+        block = flat[rows]
+        if not bool(torch.isfinite(block).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise InvalidInputError(f"{inp.value} contains {bad} NaN or infinite value(s)")
     return tensor
 
 

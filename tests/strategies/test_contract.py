@@ -100,7 +100,7 @@ def test_non_finite_input_is_a_clear_error(name, make_pool) -> None:
         for bad in (np.nan, np.inf):
             pool = make_pool(n=20)
             array = np.array(getattr(pool, inp.value), dtype=np.float64)
-            array.reshape(-1)[3] = bad
+            array.flat[3] = bad
             with pytest.raises(InvalidInputError, match=inp.value):
                 strategy.rank(dataclasses.replace(pool, **{inp.value: array}))
 
