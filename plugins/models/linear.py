@@ -1,0 +1,139 @@
+"""A multinomial logistic-regression model on feature vectors, with a bootstrap committee."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+from pydantic import Field
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+
+from plugins.models import MODELS
+from plugins.models.base import Augment, ModelParams, ModelPlugin, Progress
+from plugins.strategies import Input, InvalidParamsError, PoolInputs
+
+# Logit given to classes absent from a training set: their probability is ~1e-13, never exactly 0.
+_UNSEEN_LOGIT = -30.0
+
+
+class LinearState:
+    """Weights of one linear softmax classifier in the full class space."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray) -> None:
+        self.weight, self.bias = weight, bias
+
+    def logits(self, z: np.ndarray) -> np.ndarray:
+        """(N, C) logits of standardized features z."""
+        return z @ self.weight.T + self.bias
+
+    def proba(self, z: np.ndarray) -> np.ndarray:
+        """(N, C) softmax probabilities of standardized features z."""
+        logits = self.logits(z)
+        logits -= logits.max(axis=1, keepdims=True)
+        e = np.exp(logits)
+        return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_linear(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter: int) -> LinearState:
+    """Fit multinomial logistic regression on standardized features; classes absent from y get ~0 mass."""
+    weight = np.zeros((n_classes, z.shape[1]))
+    bias = np.full(n_classes, _UNSEEN_LOGIT)
+    seen = np.unique(y)
+    if len(seen) == 1:
+        bias[seen[0]] = 0.0
+        return LinearState(weight, bias)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf = LogisticRegression(C=c, max_iter=max_iter).fit(z, y)
+    if len(seen) == 2:  # sklearn's binary case has one row of weights for the second class
+        weight[seen[1]], bias[seen[1]] = clf.coef_[0], clf.intercept_[0]
+        weight[seen[0]], bias[seen[0]] = 0.0, 0.0
+    else:
+        weight[clf.classes_], bias[clf.classes_] = clf.coef_, clf.intercept_
+    return LinearState(weight, bias)
+
+
+@MODELS.register("logistic")
+class LogisticModel(ModelPlugin):
+    """Logistic regression on features (or on embeddings from a frozen network); a bootstrap committee
+    of `committee` members gives the per-item samples that BALD, BatchBALD and QBC need."""
+
+    class Params(ModelParams):
+        c: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
+        committee: int = Field(8, ge=1, description="bootstrap members for samples (QBC / BALD)")
+        max_iter: int = Field(300, ge=1, description="solver iterations")
+
+    provides = frozenset({Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.LABELED_EMBEDDINGS,
+                          Input.LABELED_LABELS, Input.HEAD})
+
+    def __init__(self, n_classes: int, **params) -> None:
+        super().__init__(n_classes, **params)
+        self.mean: np.ndarray | None = None
+        self.scale: np.ndarray | None = None
+        self.state: LinearState | None = None
+        self.members: list[LinearState] = []
+
+    def embed(self, x: np.ndarray) -> np.ndarray:
+        """Standardized features: the embedding strategies see."""
+        if self.mean is None:
+            raise RuntimeError("the model is not trained yet")
+        return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+
+    def fit(self, x: np.ndarray, y: np.ndarray, progress: Progress | None = None,
+            augment: Augment | None = None) -> dict[str, float]:
+        if augment is not None:
+            raise InvalidParamsError("the logistic model trains on feature vectors; image augmentation does not apply")
+        x = np.asarray(x, dtype=np.float64)
+        y = np.asarray(y, dtype=np.int64)
+        self.mean = x.mean(axis=0)
+        self.scale = x.std(axis=0) + 1e-6
+        z = self.embed(x)
+        p = self.params
+        self.state = fit_linear(z, y, self.n_classes, p.c, p.max_iter)
+        rng = np.random.default_rng(p.seed)
+        self.members = []
+        for member in range(p.committee):
+            idx = rng.integers(0, len(y), size=len(y))
+            self.members.append(fit_linear(z[idx], y[idx], self.n_classes, p.c, p.max_iter))
+            if progress:
+                progress({"phase": "committee", "member": member + 1, "of": p.committee})
+        accuracy = float((self.state.proba(z).argmax(axis=1) == y).mean())
+        return {"train_accuracy": accuracy, "labels": float(len(y))}
+
+    def state_dict(self) -> dict:
+        if self.state is None:
+            raise RuntimeError("the model is not trained yet")
+        states = [self.state, *self.members]
+        return {"mean": torch.as_tensor(self.mean), "scale": torch.as_tensor(self.scale),
+                "weights": torch.as_tensor(np.stack([s.weight for s in states])),
+                "biases": torch.as_tensor(np.stack([s.bias for s in states]))}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.mean, self.scale = state["mean"].numpy(), state["scale"].numpy()
+        states = [LinearState(w, b) for w, b in zip(state["weights"].numpy(), state["biases"].numpy())]
+        self.state, self.members = states[0], states[1:]
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        if self.state is None:
+            raise RuntimeError("the model is not trained yet")
+        return self.state.proba(self.embed(x))
+
+    def pool_inputs(self, x_pool: np.ndarray, needs: frozenset[Input], x_labeled: np.ndarray,
+                    y_labeled: np.ndarray) -> PoolInputs:
+        if self.state is None:
+            raise RuntimeError("the model is not trained yet")
+        z = self.embed(x_pool)
+        values: dict = {"probs": self.state.proba(z)}
+        if Input.SAMPLES in needs:
+            values["samples"] = np.stack([m.proba(z) for m in self.members], axis=1)
+        if needs & {Input.EMBEDDINGS, Input.LABELED_EMBEDDINGS, Input.HEAD}:
+            values["embeddings"] = z
+            values["labeled_embeddings"] = self.embed(x_labeled)
+        if Input.HEAD in needs:
+            weight = torch.as_tensor(self.state.weight)
+            bias = torch.as_tensor(self.state.bias)
+            values["head"] = lambda e: e @ weight.to(e).T + bias.to(e)
+        return PoolInputs(labeled_labels=np.asarray(y_labeled, dtype=np.int64), n_classes=self.n_classes,
+                          **values)
