@@ -1,0 +1,236 @@
+"""Supervised training of a ClassifierNet: held-out early stopping, class-balanced sampling, AMP on CUDA."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import nn
+
+from plugins.models.base import Augment, Progress
+from plugins.models.learning_loss import LossHeadConfig, LossPredictionModule, ranking_loss
+from plugins.models.networks import ClassifierNet
+
+# Smallest decrease of the held-out loss that counts as progress when the held-out accuracy ties.
+_LOSS_TOL = 1e-4
+
+
+class TrainConfig(BaseModel):
+    """Hyperparameters of the training loop."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(30, ge=1, le=10_000, description="maximum passes over the training split")
+    batch_size: int = Field(64, ge=2, le=65_536, description="items per optimisation step")
+    lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=10, description="AdamW decoupled weight decay")
+    val_fraction: float = Field(
+        0.1, ge=0, lt=1,
+        description="share of the labeled set held out (stratified) for early stopping; 0: none",
+    )
+    patience: int = Field(5, ge=1, description="epochs without held-out improvement before stopping")
+    class_balanced: bool = Field(True, description="sample items with inverse class frequency (rare classes)")
+    amp: bool = Field(True, description="mixed precision (float16 autocast + GradScaler); CUDA only")
+
+
+def stratified_split(labels: np.ndarray, fraction: float,
+                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) index arrays; about `fraction` of the items are held out, spread over the classes in
+    proportion to their size (largest remainders), never a class's last item. No held-out set when no class
+    has 2 items or the fraction rounds to 0 items."""
+    labels = np.asarray(labels)
+    every = np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    n_val = int(round(fraction * len(labels)))
+    if n_val == 0 or not len(classes) or counts.max() < 2:
+        return every, every[:0]
+    cap = counts - 1
+    take = np.minimum(np.floor(fraction * counts).astype(np.int64), cap)
+    remainder = fraction * counts - take
+    for c in np.lexsort((rng.random(len(classes)), -remainder)):
+        if take.sum() >= n_val:
+            break
+        if take[c] < cap[c]:
+            take[c] += 1
+    held = [rng.permutation(np.flatnonzero(labels == cls))[:k] for cls, k in zip(classes, take)]
+    val = np.sort(np.concatenate(held)).astype(np.int64)
+    return np.setdiff1d(every, val), val
+
+
+def epoch_order(labels: np.ndarray, class_balanced: bool, generator: torch.Generator) -> np.ndarray:
+    """Positions into `labels` for one epoch: a permutation, or (class_balanced and the classes are uneven)
+    len(labels) draws with replacement with probability proportional to 1 / class count."""
+    labels = np.asarray(labels)
+    _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    if class_balanced and len(counts) > 1 and counts.min() != counts.max():
+        weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
+        return torch.multinomial(weights, len(labels), replacement=True, generator=generator).numpy()
+    return torch.randperm(len(labels), generator=generator).numpy()
+
+
+def channel_stats(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and std (floored at 1e-3) of (N, H, W, C) uint8 images scaled to [0, 1]."""
+    mean = images.mean(axis=(0, 1, 2), dtype=np.float64) / 255.0
+    std = np.maximum(images.std(axis=(0, 1, 2), dtype=np.float64) / 255.0, 1e-3)
+    return torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
+
+
+def to_input(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """(B, C, H, W) float32 network input from (B, H, W, C) uint8 images: scaled to [0, 1], normalised."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean, std = mean.to(device), std.to(device)
+    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+
+
+def conform(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """An augmented image back as uint8 of `shape` (H, W, C): clipped, resized if its size changed."""
+    img = np.asarray(image)
+    if img.dtype != np.uint8:
+        img = np.clip(np.rint(img), 0, 255).astype(np.uint8)
+    height, width, channels = shape
+    if img.shape[:2] != (height, width):
+        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[2] != channels:
+        raise ValueError(f"the augmentation changed the channel count from {channels} to {img.shape[2]}")
+    return img
+
+
+def apply_augment(images: np.ndarray, labels: np.ndarray, augment: Augment,
+                  rng: np.random.Generator) -> np.ndarray:
+    """Augment each (H, W, C) uint8 image (gray ones are passed as (H, W)); the result keeps the shape."""
+    out = np.empty_like(images)
+    gray = images.shape[-1] == 1
+    for i, (img, label) in enumerate(zip(images, labels)):
+        out[i] = conform(augment(img[..., 0] if gray else img, int(label), rng), images.shape[1:])
+    return out
+
+
+def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Consecutive chunks of `order`; a trailing chunk of one item joins the previous one (for BatchNorm)."""
+    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    if len(chunks) > 1 and len(chunks[-1]) == 1:
+        chunks[-2:] = [np.concatenate(chunks[-2:])]
+    return chunks
+
+
+def evaluate(net: ClassifierNet, images: np.ndarray, labels: np.ndarray, mean: torch.Tensor,
+             std: torch.Tensor, device: torch.device, batch_size: int = 256) -> tuple[float, float]:
+    """(accuracy, mean cross-entropy) of the eval-mode network on (N, H, W, C) uint8 images."""
+    net.eval()
+    correct, loss = 0, 0.0
+    with torch.no_grad():
+        for chunk in batches(np.arange(len(labels)), batch_size):
+            logits = net(to_input(images[chunk], mean, std, device)).float()
+            y = torch.as_tensor(labels[chunk], device=device)
+            correct += int((logits.argmax(dim=1) == y).sum())
+            loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    return correct / len(labels), loss / len(labels)
+
+
+def _batch_loss(net: ClassifierNet, x: torch.Tensor, y: torch.Tensor,
+                loss_module: LossPredictionModule | None, loss_head: LossHeadConfig,
+                detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective, mean cross-entropy): CE, plus lambda * ranking loss of the loss-prediction module."""
+    if loss_module is None:
+        ce = F.cross_entropy(net(x).float(), y)
+        return ce, ce.detach()
+    h, maps = net.features(x)
+    ce = F.cross_entropy(net.head(net.dropout(h)).float(), y, reduction="none")
+    if detach:
+        maps = [m.detach() for m in maps]
+    rank = ranking_loss(loss_module(maps), ce, loss_head.margin)
+    return ce.mean() + loss_head.weight * rank, ce.mean().detach()
+
+
+def _snapshot(*modules: nn.Module | None) -> list[dict[str, torch.Tensor] | None]:
+    return [None if m is None else {k: v.detach().clone() for k, v in m.state_dict().items()}
+            for m in modules]
+
+
+def train(
+    net: ClassifierNet,
+    images: np.ndarray,
+    labels: np.ndarray,
+    config: TrainConfig,
+    *,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    seed: int = 0,
+    device: torch.device | None = None,
+    progress: Progress | None = None,
+    augment: Augment | None = None,
+    loss_module: LossPredictionModule | None = None,
+    loss_head: LossHeadConfig | None = None,
+) -> dict[str, float]:
+    """Train `net` (and the loss-prediction module, if given) in place on (N, H, W, C) uint8 images; keep the
+    weights of the best held-out epoch (accuracy, then loss). Deterministic under `seed` on the CPU."""
+    device = device or next(net.parameters()).device
+    labels = np.asarray(labels, dtype=np.int64)
+    if len(labels) == 0:
+        raise ValueError("cannot train on an empty labeled set")
+    if images.shape[0] != len(labels):
+        raise ValueError(f"{images.shape[0]} images but {len(labels)} labels")
+    loss_head = loss_head or LossHeadConfig()
+    train_idx, val_idx = stratified_split(labels, config.val_fraction, np.random.default_rng(seed))
+    augment_rng = np.random.default_rng([seed, 1])
+    order_gen = torch.Generator().manual_seed(seed)
+    use_amp = config.amp and device.type == "cuda"
+    parameters = list(net.parameters()) + (list(loss_module.parameters()) if loss_module is not None else [])
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    detach_epoch = int(round(loss_head.detach_after * config.epochs))
+    best: list | None = None
+    best_acc, best_loss, best_epoch, stale = -1.0, math.inf, 0, 0
+    train_loss, epochs_run, stopped_early = math.nan, 0, False
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)  # dropout masks and any other global-RNG draw
+        for epoch in range(config.epochs):
+            net.train()
+            if loss_module is not None:
+                loss_module.train()
+            order = train_idx[epoch_order(labels[train_idx], config.class_balanced, order_gen)]
+            total = torch.zeros((), device=device)
+            for chunk in batches(order, config.batch_size):
+                batch = images[chunk]
+                if augment is not None:
+                    batch = apply_augment(batch, labels[chunk], augment, augment_rng)
+                x = to_input(batch, mean, std, device)
+                y = torch.as_tensor(labels[chunk], device=device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    objective, ce = _batch_loss(net, x, y, loss_module, loss_head, epoch >= detach_epoch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(objective).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                total += ce * len(chunk)
+            train_loss, epochs_run = float(total) / len(order), epoch + 1
+            val_acc = None
+            if len(val_idx):
+                val_acc, val_loss = evaluate(net, images[val_idx], labels[val_idx], mean, std, device)
+                if val_acc > best_acc or (val_acc == best_acc and val_loss < best_loss - _LOSS_TOL):
+                    best, best_acc, best_loss = _snapshot(net, loss_module), val_acc, val_loss
+                    best_epoch, stale = epochs_run, 0
+                else:
+                    stale += 1
+            if progress is not None:
+                progress({"phase": "train", "epoch": epochs_run, "epochs": config.epochs, "loss": train_loss,
+                          "val_accuracy": val_acc})
+            if stale >= config.patience:
+                stopped_early = True
+                break
+    if best is not None:
+        net.load_state_dict(best[0])
+        if loss_module is not None:
+            loss_module.load_state_dict(best[1])
+    net.eval()
+    metrics = {"train_loss": train_loss, "epochs_run": float(epochs_run),
+               "stopped_early": float(stopped_early), "held_out": float(len(val_idx))}
+    if len(val_idx):
+        metrics |= {"val_accuracy": best_acc, "val_loss": best_loss, "best_epoch": float(best_epoch)}
+    return metrics
