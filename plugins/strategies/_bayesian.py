@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from plugins.strategies._kernels import entropy
+from plugins.strategies._kernels import entropy, map_rows
 from plugins.strategies.base import Input, PoolInputs, ScoreStrategy
 from plugins.strategies.registry import register
 
@@ -16,7 +16,7 @@ def predictive_variance(samples: torch.Tensor) -> torch.Tensor:
 
 def expected_entropy(samples: torch.Tensor) -> torch.Tensor:
     """(N, K, C) -> (N,): E_k H[p_k(y|x)], the aleatoric part of the predictive entropy."""
-    return entropy(samples).mean(dim=1)
+    return entropy(samples, dim=(1, 2)) / samples.shape[1]
 
 
 def bald_scores(samples: torch.Tensor) -> torch.Tensor:
@@ -34,7 +34,7 @@ class MCVariance(ScoreStrategy):
     needs = frozenset({Input.SAMPLES})
 
     def score(self, pool: PoolInputs) -> torch.Tensor:
-        return predictive_variance(pool.samples)
+        return map_rows(predictive_variance, pool.samples, self.params.memory_mb)
 
 
 @register("bald")
@@ -47,4 +47,4 @@ class BALD(ScoreStrategy):
     needs = frozenset({Input.SAMPLES})
 
     def score(self, pool: PoolInputs) -> torch.Tensor:
-        return bald_scores(pool.samples)
+        return map_rows(bald_scores, pool.samples, self.params.memory_mb)

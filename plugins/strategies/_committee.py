@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from plugins.strategies._kernels import entropy
+from plugins.strategies._kernels import entropy, map_rows
 from plugins.strategies.base import Input, PoolInputs, Ranking, ScoreStrategy, Strategy, order_by_scores
 from plugins.strategies.registry import register
 
@@ -40,8 +40,8 @@ class VoteEntropy(Strategy):
     needs = frozenset({Input.SAMPLES})
 
     def _rank(self, pool: PoolInputs) -> Ranking:
-        votes = vote_entropy(pool.samples)
-        consensus = entropy(pool.samples.mean(dim=1))
+        votes = map_rows(vote_entropy, pool.samples, self.params.memory_mb)
+        consensus = map_rows(lambda s: entropy(s.mean(dim=1)), pool.samples, self.params.memory_mb)
         by_consensus = order_by_scores(consensus)
         order = by_consensus[order_by_scores(votes[by_consensus])]
         return self._ranking(order, votes)
@@ -58,4 +58,4 @@ class KLConsensus(ScoreStrategy):
     needs = frozenset({Input.SAMPLES})
 
     def score(self, pool: PoolInputs) -> torch.Tensor:
-        return kl_to_consensus(pool.samples)
+        return map_rows(kl_to_consensus, pool.samples, self.params.memory_mb)

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
 
 
-def entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
-    """Shannon entropy in nats along `dim`, with 0 log 0 = 0."""
-    return -torch.special.xlogy(p, p).sum(dim=dim)
+def entropy(p: torch.Tensor, dim: int | tuple[int, ...] = -1) -> torch.Tensor:
+    """Shannon entropy in nats summed over `dim`, with 0 log 0 = 0 (one temporary the size of p)."""
+    return -p.clamp_min(torch.finfo(p.dtype).tiny).log_().mul_(p).sum(dim=dim)
 
 
 def rows_per_chunk(row_bytes: int, memory_mb: int, minimum: int = 1) -> int:
@@ -22,6 +22,16 @@ def chunks(n: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most `size` covering range(n)."""
     for start in range(0, n, max(1, size)):
         yield slice(start, min(n, start + size))
+
+
+def map_rows(fn: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, memory_mb: int,
+             temporaries: int = 3) -> torch.Tensor:
+    """fn applied to row blocks of x, concatenated: fn's temporaries stay within memory_mb on any pool size."""
+    row_bytes = temporaries * x[0].numel() * x.element_size() if len(x) else 1
+    step = rows_per_chunk(row_bytes, memory_mb)
+    if step >= len(x):
+        return fn(x)
+    return torch.cat([fn(x[sl]) for sl in chunks(len(x), step)])
 
 
 def row_sq_norms(x: torch.Tensor) -> torch.Tensor:

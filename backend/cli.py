@@ -1,0 +1,168 @@
+"""The `lsal` command line."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+app = typer.Typer(help="Label Studio Active Learning: strategies, backend and worker.", no_args_is_help=True)
+console = Console()
+
+DEMO_STRATEGIES = "random,entropy,margin,bald,badge,coreset,typiclust"
+
+
+@app.command()
+def strategies(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
+    """List the registered acquisition strategies with their inputs and parameters."""
+    from plugins.strategies import STRATEGIES
+
+    rows = []
+    for name in STRATEGIES.names():
+        cls = STRATEGIES.get(name)
+        params = {k: f.default for k, f in cls.Params.model_fields.items()}
+        rows.append({"name": name, "needs": sorted(i.value for i in cls.needs),
+                     "summary": (cls.__doc__ or "").strip().splitlines()[0], "params": params})
+    if as_json:
+        console.print_json(json.dumps(rows, default=str))
+        return
+    table = Table("strategy", "needs", "what it does")
+    for row in rows:
+        table.add_row(row["name"], ", ".join(row["needs"]) or "-", row["summary"])
+    console.print(table)
+
+
+@app.command()
+def demo(
+    strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = DEMO_STRATEGIES,
+    seeds: Annotated[int, typer.Option(min=1, help="repetitions with different seeds")] = 3,
+    initial: Annotated[int, typer.Option(min=1, help="labels before the first round")] = 20,
+    batch: Annotated[int, typer.Option(min=1, help="labels added per round")] = 10,
+    rounds: Annotated[int, typer.Option(min=1, help="rounds after the initial training")] = 10,
+) -> None:
+    """Offline demo: the active-learning loop on scikit-learn's bundled digits, strategies against random."""
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from plugins.loop import run_loop
+    from plugins.models import build_model
+    from plugins.strategies import StrategyError, build_strategy
+
+    names = [n.strip() for n in strategy_names.split(",") if n.strip()]
+    try:
+        built = {n: [build_strategy(n, seed=s) for s in range(seeds)] for n in names}
+    except StrategyError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--strategies") from None
+    x, y = load_digits(return_X_y=True)
+    x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
+    console.print(f"digits: pool {len(y_pool)}, test {len(y_test)}; {initial} initial labels, "
+                  f"+{batch} per round, {rounds} rounds, {seeds} seeds")
+    curves: dict[str, np.ndarray] = {}
+    seconds: dict[str, float] = {}
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("rounds", total=len(names) * seeds * (rounds + 1))
+        for name in names:
+            runs = []
+            started = time.perf_counter()
+            for seed, strategy in enumerate(built[name]):
+                progress.update(task, description=f"{name} seed {seed}")
+                result = run_loop(lambda: build_model("logistic", 10, seed=seed), strategy, x_pool, y_pool,
+                                  x_test, y_test, initial=initial, batch=batch, rounds=rounds, seed=seed,
+                                  on_round=lambda _: progress.advance(task))
+                runs.append([r.accuracy for r in result])
+            curves[name] = np.asarray(runs)
+            seconds[name] = (time.perf_counter() - started) / seeds
+    _print_curves(curves, seconds, initial, batch)
+
+
+def _key_values(pairs: list[str], option: str) -> dict:
+    """['k=v', ...] -> {k: json(v) or the string v}."""
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"expected key=value, got {pair!r}", param_hint=option)
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+@app.command()
+def simulate(
+    dataset: Annotated[str, typer.Option(help="digits, mnist, folder or defects")] = "digits",
+    model: Annotated[str, typer.Option(help="model plugin: logistic, cnn or ensemble")] = "logistic",
+    strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = (
+        "random,margin,entropy,bald,badge"),
+    seeds: Annotated[int, typer.Option(min=1)] = 3,
+    initial: Annotated[int, typer.Option(min=1, help="labels before the first round")] = 20,
+    batch: Annotated[int, typer.Option(min=1, help="labels added per round")] = 10,
+    budget: Annotated[int, typer.Option(min=1, help="total labels")] = 100,
+    target: Annotated[float, typer.Option(help="accuracy for the labels-to-target table")] = 0.9,
+    pool_subsample: Annotated[int | None, typer.Option(help="score a random subset of the pool per round")] = None,
+    dataset_param: Annotated[list[str], typer.Option(help="loader argument key=value (repeatable)")] = [],
+    model_param: Annotated[list[str], typer.Option(help="model parameter key=value (repeatable)")] = [],
+    config: Annotated[Path | None, typer.Option(help="a SimulationConfig JSON file; replaces the options")] = None,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/simulate"),
+) -> None:
+    """Offline active-learning simulation: results.csv, learning_curve.png and summary.md in --out."""
+    from pydantic import ValidationError
+
+    from plugins.simulation import SimulationConfig, run_simulation
+    from plugins.strategies import StrategyError
+
+    try:
+        if config is not None:
+            cfg = SimulationConfig.model_validate_json(config.read_text())
+        else:
+            cfg = SimulationConfig(
+                dataset=dataset, dataset_params=_key_values(dataset_param, "--dataset-param"), model=model,
+                model_params=_key_values(model_param, "--model-param"),
+                strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
+                seeds=seeds, initial=initial, batch=batch, budget=budget, target=target,
+                pool_subsample=pool_subsample,
+            )
+    except (ValidationError, OSError) as exc:
+        raise typer.BadParameter(str(exc)) from None
+    total = len(cfg.strategies) * cfg.seeds * (cfg.rounds + 1)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("simulating", total=total)
+
+        def advance(result) -> None:
+            progress.update(task, advance=1, description=f"{result.strategy} seed {result.seed}: "
+                                                         f"{result.labels} labels, acc {result.accuracy:.3f}")
+
+        try:
+            result = run_simulation(cfg, out, on_round=advance)
+        except (StrategyError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+    console.print(result.table_path.read_text())
+    console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
+
+
+def _print_curves(curves: dict[str, np.ndarray], seconds: dict[str, float], initial: int, batch: int) -> None:
+    """Mean test accuracy per round for each strategy, with the gain over random at the end."""
+    rounds = next(iter(curves.values())).shape[1]
+    table = Table("strategy", *[str(initial + r * batch) for r in range(rounds)], "vs random", "s/run",
+                  title="test accuracy (mean over seeds) by number of labels")
+    baseline = curves.get("random")
+    for name, runs in curves.items():
+        mean = runs.mean(axis=0)
+        gain = "" if baseline is None else f"{100 * (mean[-1] - baseline.mean(axis=0)[-1]):+.1f} pt"
+        table.add_row(name, *[f"{v:.3f}" for v in mean], gain, f"{seconds[name]:.1f}")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,222 @@
+"""Offline simulation: several strategies and seeds through the loop, with a CSV, a PNG and a savings table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from plugins.datasets import Dataset, load_dataset
+from plugins.fileio import atomic_write
+from plugins.loop import RoundResult, run_loop
+from plugins.models import build_model
+from plugins.strategies import STRATEGIES, StrategySpec, build_strategy
+
+
+class SimulationConfig(BaseModel):
+    """Everything one `lsal simulate` run needs; a JSON file of this shape is accepted too."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset: str = Field("digits", description="digits, mnist, folder or defects")
+    dataset_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
+    model: str = Field("logistic", description="model plugin: logistic, cnn or ensemble")
+    model_params: dict[str, Any] = Field(default_factory=dict)
+    strategies: list[StrategySpec] = Field(
+        default_factory=lambda: [StrategySpec(name="random"), StrategySpec(name="margin")],
+        description="strategies to compare; batch methods get batch_size = batch unless set",
+    )
+    seeds: int = Field(3, ge=1, le=100)
+    initial: int = Field(20, ge=1, description="labels before the first round, balanced over classes")
+    batch: int = Field(10, ge=1, description="labels the oracle adds per round")
+    budget: int = Field(100, ge=1, description="stop when this many labels are used")
+    target: float = Field(0.9, gt=0, le=1, description="accuracy for the labels-to-target table")
+    pool_subsample: int | None = Field(None, ge=1, description="score a random subset of the pool per round")
+
+    @model_validator(mode="after")
+    def _budget_covers_initial(self) -> SimulationConfig:
+        if self.budget < self.initial:
+            raise ValueError(f"budget ({self.budget}) must be at least the initial labels ({self.initial})")
+        return self
+
+    @property
+    def rounds(self) -> int:
+        """Acquisition rounds needed to spend the budget."""
+        return math.ceil((self.budget - self.initial) / self.batch)
+
+    def labels(self) -> list[str]:
+        """A distinct display name per strategy spec."""
+        names = [spec.name if not spec.params else _describe(spec) for spec in self.strategies]
+        return [n if names.count(n) == 1 else f"{n}#{i}" for i, n in enumerate(names)]
+
+
+def _describe(spec: StrategySpec) -> str:
+    base = spec.params.get("base")
+    if isinstance(base, dict) and "name" in base:
+        return f"{spec.name}({base['name']})"
+    return spec.name
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """What a simulation measured and where it wrote it."""
+
+    results: list[RoundResult]
+    summary: list[dict[str, Any]]
+    csv_path: Path
+    png_path: Path
+    table_path: Path
+
+
+def strategy_for(spec: StrategySpec, batch: int, seed: int):
+    """Build the strategy, giving batch methods the loop's batch size unless the spec sets one."""
+    params = dict(spec.params)
+    if "batch_size" in STRATEGIES.get(spec.name).Params.model_fields:
+        params.setdefault("batch_size", batch)
+    params.setdefault("seed", seed)
+    return build_strategy(spec.name, **params)
+
+
+def run_simulation(config: SimulationConfig, out_dir: str | Path,
+                   on_round: Callable[[RoundResult], None] | None = None,
+                   dataset: Dataset | None = None) -> SimulationResult:
+    """Run every strategy for every seed, then write results.csv, learning_curve.png and summary.md."""
+    data = dataset or load_dataset(config.dataset, **config.dataset_params)
+    specs = list(zip(config.labels(), config.strategies))
+    for _, spec in specs:  # fail on a bad spec before any training starts
+        strategy_for(spec, config.batch, 0)
+    results: list[RoundResult] = []
+    for label, spec in specs:
+        for seed in range(config.seeds):
+            results += run_loop(
+                lambda: build_model(config.model, data.n_classes, **{"seed": seed, **config.model_params}),
+                strategy_for(spec, config.batch, seed), data.x_train, data.y_train, data.x_test, data.y_test,
+                initial=config.initial, batch=config.batch, rounds=config.rounds, seed=seed,
+                pool_subsample=config.pool_subsample, label=label, on_round=on_round,
+            )
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = labels_to_target(results, config.target)
+    csv_path = write_csv(results, data.class_names, out / "results.csv")
+    png_path = plot_curves(results, config.target, out / "learning_curve.png", title=_title(config, data))
+    table_path = out / "summary.md"
+    atomic_write(table_path, lambda fh: fh.write(summary_markdown(summary, config).encode()))
+    return SimulationResult(results, summary, csv_path, png_path, table_path)
+
+
+def _title(config: SimulationConfig, data: Dataset) -> str:
+    return (f"{data.name}, {config.model}: {config.initial} initial labels, +{config.batch} per round, "
+            f"{config.seeds} seeds")
+
+
+def curves(results: list[RoundResult]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """strategy -> (labels per round, accuracy array seeds x rounds), rounds cut to the shortest run."""
+    out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for name in dict.fromkeys(r.strategy for r in results):
+        runs: dict[int, list[RoundResult]] = {}
+        for r in results:
+            if r.strategy == name:
+                runs.setdefault(r.seed, []).append(r)
+        length = min(len(v) for v in runs.values())
+        labels = np.array([r.labels for r in next(iter(runs.values()))[:length]])
+        acc = np.array([[r.accuracy for r in v[:length]] for v in runs.values()])
+        out[name] = (labels, acc)
+    return out
+
+
+def labels_to_reach(labels: np.ndarray, accuracy: np.ndarray, target: float) -> float:
+    """Labels at the first round whose accuracy reaches target (inf if never)."""
+    hits = np.flatnonzero(accuracy >= target)
+    return float(labels[hits[0]]) if len(hits) else math.inf
+
+
+def labels_to_target(results: list[RoundResult], target: float, baseline: str = "random") -> list[dict]:
+    """Per strategy: mean labels to reach the target over seeds, final accuracy, savings against random."""
+    rows = []
+    for name, (labels, acc) in curves(results).items():
+        per_seed = [labels_to_reach(labels, run, target) for run in acc]
+        mean_curve = acc.mean(axis=0)
+        rows.append({
+            "strategy": name,
+            "labels_to_target": float(np.mean(per_seed)),
+            "seeds_reaching": int(np.isfinite(per_seed).sum()),
+            "labels_to_target_mean_curve": labels_to_reach(labels, mean_curve, target),
+            "final_labels": int(labels[-1]),
+            "final_accuracy": float(mean_curve[-1]),
+            "final_accuracy_std": float(acc[:, -1].std()),
+        })
+    base = next((r for r in rows if r["strategy"] == baseline), None)
+    for row in rows:
+        b = base["labels_to_target_mean_curve"] if base else math.nan
+        mine = row["labels_to_target_mean_curve"]
+        row["savings_vs_random"] = (1 - mine / b) if math.isfinite(b) and math.isfinite(mine) else math.nan
+    return rows
+
+
+def write_csv(results: list[RoundResult], class_names: list[str], path: Path) -> Path:
+    """One row per (strategy, seed, round), with per-class recall and labels found."""
+    rows = [r.as_dict(class_names) for r in results]
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write(path, lambda fh: fh.write(text.getvalue().encode("utf-8")))
+
+
+def plot_curves(results: list[RoundResult], target: float, path: Path, title: str = "") -> Path:
+    """Learning curves: mean accuracy over seeds with a min-max band; random dashed as the baseline."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    for name, (labels, acc) in curves(results).items():
+        style = {"color": "black", "linestyle": "--"} if name == "random" else {}
+        line, = ax.plot(labels, acc.mean(axis=0), label=name, linewidth=1.8, **style)
+        ax.fill_between(labels, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.12)
+    ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=f"target {target:.0%}")
+    ax.set_xlabel("labeled items")
+    ax.set_ylabel("test accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=9)
+    fig.tight_layout()
+    atomic_write(path, lambda fh: fig.savefig(fh, format="png"))
+    plt.close(fig)
+    return path
+
+
+def summary_markdown(summary: list[dict], config: SimulationConfig) -> str:
+    """The labels-to-target table as Markdown."""
+    lines = [
+        f"Labels needed to reach {config.target:.0%} test accuracy (mean curve over {config.seeds} seeds; "
+        f"budget {config.budget})",
+        "",
+        "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching | savings vs random "
+        "| final accuracy |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in summary:
+        lines.append(
+            f"| {row['strategy']} | {_fmt_labels(row['labels_to_target_mean_curve'], config.budget)} "
+            f"| {_fmt_labels(row['labels_to_target'], config.budget)} | {row['seeds_reaching']}/{config.seeds} "
+            f"| {_fmt_pct(row['savings_vs_random'])} "
+            f"| {row['final_accuracy']:.3f} ± {row['final_accuracy_std']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _fmt_labels(value: float, budget: int) -> str:
+    return f"> {budget}" if not math.isfinite(value) else f"{value:.0f}"
+
+
+def _fmt_pct(value: float) -> str:
+    return "n/a" if not math.isfinite(value) else f"{value:+.0%}"
