@@ -55,6 +55,11 @@ def fit_linear(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter:
     return LinearState(weight, bias)
 
 
+def stratified_bootstrap(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of a bootstrap resample drawn within each class, so every member sees every labeled class."""
+    return np.concatenate([rng.choice(np.flatnonzero(y == c), size=int((y == c).sum())) for c in np.unique(y)])
+
+
 def _features(x: np.ndarray) -> np.ndarray:
     """(N, D) float64 features; (N, H, W[, C]) images are flattened."""
     x = np.asarray(x, dtype=np.float64)
@@ -63,8 +68,9 @@ def _features(x: np.ndarray) -> np.ndarray:
 
 @MODELS.register("logistic")
 class LogisticModel(ModelPlugin):
-    """Logistic regression on features (or on embeddings from a frozen network); a bootstrap committee
-    of `committee` members gives the per-item samples that BALD, BatchBALD and QBC need."""
+    """Logistic regression on features (or on embeddings from a frozen network); a committee of
+    `committee` members, each fitted on a class-stratified bootstrap resample, gives the per-item samples
+    that BALD, BatchBALD and QBC need."""
 
     class Params(ModelParams):
         c: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
@@ -94,14 +100,16 @@ class LogisticModel(ModelPlugin):
         x = _features(x)
         y = np.asarray(y, dtype=np.int64)
         self.mean = x.mean(axis=0)
-        self.scale = x.std(axis=0) + 1e-6
+        std = x.std(axis=0)
+        # floor at the mean spread: a feature that barely varies in a small labeled set is not blown up
+        self.scale = np.maximum(std, std.mean() + 1e-12)
         z = self.embed(x)
         p = self.params
         self.state = fit_linear(z, y, self.n_classes, p.c, p.max_iter)
         rng = np.random.default_rng(p.seed)
         self.members = []
         for member in range(p.committee):
-            idx = rng.integers(0, len(y), size=len(y))
+            idx = stratified_bootstrap(y, rng)
             self.members.append(fit_linear(z[idx], y[idx], self.n_classes, p.c, p.max_iter))
             if progress:
                 progress({"phase": "committee", "member": member + 1, "of": p.committee})

@@ -1,0 +1,129 @@
+"""The offline loop and simulator on real digits: strategies must beat random, outputs must be complete."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+
+from plugins.datasets import digits
+from plugins.loop import initial_indices, run_loop
+from plugins.models import build_model
+from plugins.models.linear import LogisticModel
+from plugins.simulation import SimulationConfig, labels_to_reach, run_simulation, strategy_for
+from plugins.strategies import StrategyError, StrategySpec, build_strategy
+
+
+@pytest.fixture(scope="module")
+def digits_data():
+    return digits(test_fraction=0.3, seed=0)
+
+
+def _curves(data, name: str, seeds: int, rounds: int) -> np.ndarray:
+    """Test accuracy per (seed, round) of the loop with the logistic model."""
+    return np.array([
+        [r.accuracy for r in run_loop(lambda: build_model("logistic", 10, seed=seed, committee=1),
+                                      strategy_for(StrategySpec(name=name), 10, seed), data.x_train,
+                                      data.y_train, data.x_test, data.y_test, initial=20, batch=10,
+                                      rounds=rounds, seed=seed)]
+        for seed in range(seeds)
+    ])
+
+
+def test_strategies_beat_random_on_digits(digits_data) -> None:
+    """CI-sized proof on real digits (20 balanced initial labels, +10 per round, 120 labels, 5 seeds):
+    margin, BADGE and TypiClust end at least one accuracy point above random on average over seeds, with a
+    higher learning curve all along. (Measured on two splits: +1.8 to +3.8 points at 120 labels.)"""
+    random_runs = _curves(digits_data, "random", seeds=5, rounds=10)
+    for name in ("margin", "badge", "typiclust"):
+        runs = _curves(digits_data, name, seeds=5, rounds=10)
+        final_gain = runs[:, -1].mean() - random_runs[:, -1].mean()
+        curve_gain = runs[:, 1:].mean() - random_runs[:, 1:].mean()
+        assert final_gain >= 0.01, f"{name}: {final_gain:+.4f} accuracy vs random at 120 labels"
+        assert curve_gain > 0, f"{name}: learning curve {curve_gain:+.4f} below random's on average"
+
+
+class RecordingModel(LogisticModel):
+    """The logistic model, recording which labeled rows each fit saw (to check the oracle)."""
+
+    fits: list[np.ndarray] = []
+
+    def fit(self, x, y, progress=None, augment=None):
+        RecordingModel.fits.append(np.asarray(x).reshape(len(x), -1).copy())
+        return super().fit(x, y, progress, augment)
+
+
+def test_loop_labels_only_what_the_strategy_ranked_first(digits_data) -> None:
+    data = digits_data
+    RecordingModel.fits = []
+    strategy = build_strategy("margin")
+    results = run_loop(lambda: RecordingModel(10, committee=1), strategy, data.x_train, data.y_train,
+                       data.x_test, data.y_test, initial=20, batch=5, rounds=2, seed=4)
+    assert [r.labels for r in results] == [20, 25, 30]
+    first, second = RecordingModel.fits[0], RecordingModel.fits[1]
+    np.testing.assert_array_equal(second[:20], first)  # the labeled set only grows
+    # the 5 added items are the margin strategy's top 5 over the unlabeled pool under the round-0 model
+    model = RecordingModel(10, committee=1)
+    labeled = initial_indices(data.y_train, 20, 4)
+    model.fit(data.x_train[labeled], data.y_train[labeled])
+    unlabeled = np.setdiff1d(np.arange(len(data.y_train)), labeled)
+    top = unlabeled[strategy.rank(model.pool_inputs(data.x_train[unlabeled], strategy.required_inputs(),
+                                                     data.x_train[labeled], data.y_train[labeled])).order[:5]]
+    np.testing.assert_array_equal(second[20:], data.x_train[top].reshape(5, -1))
+    assert sum(results[-1].labeled_per_class) == 30
+
+
+def test_initial_labels_are_balanced_over_classes() -> None:
+    y = np.repeat(np.arange(4), [50, 30, 10, 5])
+    idx = initial_indices(y, 8, seed=0)
+    assert len(set(idx)) == 8
+    assert np.bincount(y[idx], minlength=4).tolist() == [2, 2, 2, 2]
+    assert len(initial_indices(y, 10, seed=0)) == 10
+
+
+def test_pool_subsample_limits_the_candidates(digits_data) -> None:
+    data = digits_data
+    seen = []
+
+    class Recording(LogisticModel):
+        def pool_inputs(self, x_pool, needs, x_labeled, y_labeled):
+            seen.append(len(x_pool))
+            return super().pool_inputs(x_pool, needs, x_labeled, y_labeled)
+
+    run_loop(lambda: Recording(10, committee=1), build_strategy("entropy"), data.x_train, data.y_train,
+             data.x_test, data.y_test, initial=20, batch=10, rounds=2, seed=0, pool_subsample=100)
+    assert seen == [100, 100]
+
+
+def test_labels_to_reach() -> None:
+    labels = np.array([20, 30, 40, 50])
+    assert labels_to_reach(labels, np.array([0.5, 0.8, 0.92, 0.95]), 0.9) == 40
+    assert labels_to_reach(labels, np.array([0.5, 0.8, 0.85, 0.89]), 0.9) == math.inf
+
+
+def test_simulation_writes_csv_png_and_table(tmp_path, digits_data) -> None:
+    config = SimulationConfig(strategies=[StrategySpec(name="random"), StrategySpec(name="margin")],
+                              seeds=2, initial=20, batch=10, budget=40, target=0.7,
+                              model_params={"committee": 1})
+    result = run_simulation(config, tmp_path, dataset=digits_data)
+    rows = list(csv.DictReader(result.csv_path.open()))
+    assert len(rows) == 2 * 2 * 3  # strategies x seeds x (rounds + 1)
+    assert {"strategy", "seed", "round", "labels", "accuracy", "macro_f1", "seconds", "recall_0",
+            "labeled_9"} <= set(rows[0])
+    assert {r["strategy"] for r in rows} == {"random", "margin"}
+    assert result.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert result.png_path.stat().st_size > 10_000
+    table = result.table_path.read_text()
+    assert "| random |" in table and "| margin |" in table
+    by_name = {row["strategy"]: row for row in result.summary}
+    assert by_name["random"]["savings_vs_random"] == 0.0 or math.isnan(by_name["random"]["savings_vs_random"])
+
+
+def test_bad_config_is_rejected_before_training(tmp_path, digits_data) -> None:
+    with pytest.raises(ValueError, match="budget"):
+        SimulationConfig(initial=50, budget=20)
+    config = SimulationConfig(strategies=[StrategySpec(name="no_such_strategy")], budget=30)
+    with pytest.raises(StrategyError, match="available"):
+        run_simulation(config, tmp_path, dataset=digits_data)
