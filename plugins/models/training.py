@@ -32,6 +32,14 @@ class TrainConfig(BaseModel):
         0.1, ge=0, lt=1,
         description="share of the labeled set held out (stratified) for early stopping; 0: none",
     )
+    min_held_out: int = Field(
+        10, ge=1, description="hold out a split for early stopping only when it has at least this many items",
+    )
+    min_epoch_items: int = Field(
+        512, ge=1,
+        description="items drawn per epoch at least (repeating a small labeled set), so 20 labels still get "
+                    "enough optimisation steps",
+    )
     patience: int = Field(5, ge=1, description="epochs without held-out improvement before stopping")
     class_balanced: bool = Field(True, description="sample items with inverse class frequency (rare classes)")
     amp: bool = Field(True, description="mixed precision (float16 autocast + GradScaler); CUDA only")
@@ -61,15 +69,19 @@ def stratified_split(labels: np.ndarray, fraction: float,
     return np.setdiff1d(every, val), val
 
 
-def epoch_order(labels: np.ndarray, class_balanced: bool, generator: torch.Generator) -> np.ndarray:
-    """Positions into `labels` for one epoch: a permutation, or (class_balanced and the classes are uneven)
-    len(labels) draws with replacement with probability proportional to 1 / class count."""
+def epoch_order(labels: np.ndarray, class_balanced: bool, generator: torch.Generator,
+                min_items: int = 0) -> np.ndarray:
+    """Positions into `labels` for one epoch of max(len(labels), min_items) items: shuffled passes, or
+    (class_balanced and the classes are uneven) draws with replacement with probability proportional to
+    1 / class count."""
     labels = np.asarray(labels)
+    size = max(len(labels), min_items)
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     if class_balanced and len(counts) > 1 and counts.min() != counts.max():
         weights = torch.as_tensor(1.0 / counts[inverse], dtype=torch.float64)
-        return torch.multinomial(weights, len(labels), replacement=True, generator=generator).numpy()
-    return torch.randperm(len(labels), generator=generator).numpy()
+        return torch.multinomial(weights, size, replacement=True, generator=generator).numpy()
+    passes = -(-size // len(labels))
+    return np.concatenate([torch.randperm(len(labels), generator=generator).numpy() for _ in range(passes)])[:size]
 
 
 def channel_stats(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,7 +95,8 @@ def to_input(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor, device: 
     """(B, C, H, W) float32 network input from (B, H, W, C) uint8 images: scaled to [0, 1], normalised."""
     x = torch.from_numpy(np.ascontiguousarray(images)).to(device).permute(0, 3, 1, 2).float().div_(255.0)
     mean, std = mean.to(device), std.to(device)
-    return (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    x = (x - mean.view(1, -1, 1, 1)) / std.view(1, -1, 1, 1)
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 def conform(image: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
@@ -178,6 +191,8 @@ def train(
         raise ValueError(f"{images.shape[0]} images but {len(labels)} labels")
     loss_head = loss_head or LossHeadConfig()
     train_idx, val_idx = stratified_split(labels, config.val_fraction, np.random.default_rng(seed))
+    if len(val_idx) < config.min_held_out:  # a handful of held-out items is noise, not a stopping signal
+        train_idx, val_idx = np.arange(len(labels)), np.zeros(0, dtype=np.int64)
     augment_rng = np.random.default_rng([seed, 1])
     order_gen = torch.Generator().manual_seed(seed)
     use_amp = config.amp and device.type == "cuda"
@@ -194,7 +209,8 @@ def train(
             net.train()
             if loss_module is not None:
                 loss_module.train()
-            order = train_idx[epoch_order(labels[train_idx], config.class_balanced, order_gen)]
+            order = train_idx[epoch_order(labels[train_idx], config.class_balanced, order_gen,
+                                          config.min_epoch_items)]
             total = torch.zeros((), device=device)
             for chunk in batches(order, config.batch_size):
                 batch = images[chunk]

@@ -137,7 +137,8 @@ def test_augmentation_is_applied_to_every_training_image_every_epoch() -> None:
         return np.fliplr(image)
 
     mean, std = channel_stats(x)
-    train(_net(), x, y, TrainConfig(epochs=2, batch_size=8, val_fraction=0.0, class_balanced=False),
+    train(_net(), x, y, TrainConfig(epochs=2, batch_size=8, val_fraction=0.0, class_balanced=False,
+                                         min_epoch_items=1),
           mean=mean, std=std, augment=augment)
     assert len(seen) == 2 * 30
     assert {s[0] for s in seen} == {(8, 8)} and {s[1] for s in seen} == {np.dtype(np.uint8)}
@@ -149,3 +150,13 @@ def test_conform_restores_size_and_rejects_channel_changes() -> None:
     assert out.shape == (8, 8, 1) and out.dtype == np.uint8 and out.max() == 255
     with pytest.raises(ValueError, match="channel count from 1 to 3"):
         conform(np.zeros((8, 8, 3), np.uint8), (8, 8, 1))
+
+
+def test_small_labeled_sets_get_at_least_min_epoch_items_per_epoch() -> None:
+    gen = torch.Generator().manual_seed(0)
+    labels = np.array([0, 1, 1, 0, 1])
+    plain = epoch_order(labels, False, gen, min_items=12)
+    assert len(plain) == 12
+    assert np.array_equal(np.sort(plain[:5]), np.arange(5))  # whole shuffled passes, then a partial one
+    assert len(epoch_order(labels, True, gen, min_items=12)) == 12
+    assert len(epoch_order(np.arange(20) % 2, False, gen, min_items=12)) == 20  # never fewer than the set
