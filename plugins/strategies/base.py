@@ -90,16 +90,21 @@ class PoolInputs:
         device: torch.device,
         dtype: torch.dtype,
         strategy: str = "strategy",
+        optional: frozenset[Input] = frozenset(),
     ) -> PoolInputs:
-        """Check that every needed input is present and valid; return a copy with torch tensors."""
+        """Check that every needed input is present and valid; return a copy with torch tensors of the
+        needed and optional inputs only (the others are dropped, unconverted and unchecked)."""
         missing = needs - self.available()
         if missing:
             raise MissingInputError(
                 f"{strategy} needs inputs: {_names(needs)}; missing: {_names(missing)}"
             )
-        converted: dict[str, Any] = {}
+        converted: dict[str, Any] = {"n_items": self.n}
         for inp in self.available():
             value = getattr(self, inp.value)
+            if inp not in needs | optional:
+                converted[inp.value] = None
+                continue
             if inp is Input.HEAD:
                 if not callable(value):
                     raise InvalidInputError("head must be a callable mapping embeddings to logits")
@@ -323,7 +328,8 @@ class Strategy(ABC):
 
     def rank(self, pool: PoolInputs) -> Ranking:
         """Validate the inputs and return the full priority order over the pool."""
-        prepared = pool.prepared(self.required_inputs(), self.device, self.dtype, strategy=self.name)
+        prepared = pool.prepared(self.required_inputs(), self.device, self.dtype, strategy=self.name,
+                                 optional=self.optional_inputs())
         if prepared.n == 0:
             return Ranking.empty(self.name)
         with torch.no_grad():

@@ -141,7 +141,15 @@ def test_probabilities_that_are_logits_are_rejected(make_pool) -> None:
 def test_inconsistent_pool_sizes_are_rejected(make_pool) -> None:
     pool = make_pool(n=10)
     with pytest.raises(InvalidInputError, match="pool size"):
-        build_strategy("entropy").rank(dataclasses.replace(pool, embeddings=np.asarray(pool.embeddings)[:5]))
+        build_strategy("badge").rank(dataclasses.replace(pool, embeddings=np.asarray(pool.embeddings)[:5]))
+
+
+def test_inputs_a_strategy_does_not_read_are_neither_converted_nor_checked(make_pool) -> None:
+    pool = make_pool(n=10)
+    broken = np.asarray(pool.samples).copy()
+    broken[0, 0, 0] = np.nan  # entropy never reads samples: no error, and no cost on large pools
+    ranking = build_strategy("entropy").rank(dataclasses.replace(pool, samples=broken))
+    assert sorted(ranking.order) == list(range(10))
 
 
 def test_random_needs_only_the_pool_size() -> None:
