@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Annotated
 
-import numpy as np
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -46,41 +44,52 @@ def demo(
     initial: Annotated[int, typer.Option(min=1, help="labels before the first round")] = 20,
     batch: Annotated[int, typer.Option(min=1, help="labels added per round")] = 10,
     rounds: Annotated[int, typer.Option(min=1, help="rounds after the initial training")] = 10,
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
 ) -> None:
     """Offline demo: the active-learning loop on scikit-learn's bundled digits, strategies against random."""
-    from sklearn.datasets import load_digits
-    from sklearn.model_selection import train_test_split
+    from plugins.simulation import SimulationConfig, curves
 
-    from plugins.loop import run_loop
-    from plugins.models import build_model
-    from plugins.strategies import StrategyError, build_strategy
+    config = SimulationConfig(
+        dataset="digits", model="logistic", model_params={"committee": 1},
+        strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
+        seeds=seeds, initial=initial, batch=batch, budget=initial + rounds * batch,
+    )
+    console.print(f"digits (1,797 real 8x8 images): {initial} initial labels, +{batch} per round, {rounds} rounds, "
+                  f"{seeds} seeds, logistic regression")
+    result = _run_with_progress(config, out)
+    table = Table("strategy", *[str(initial + r * batch) for r in range(rounds + 1)], "vs random",
+                  title="test accuracy (mean over seeds) by number of labels")
+    all_curves = curves(result.results)
+    baseline = all_curves.get("random")
+    for name, (_, acc) in all_curves.items():
+        mean = acc.mean(axis=0)
+        gain = "" if baseline is None else f"{100 * (mean[-1] - baseline[1].mean(axis=0)[-1]):+.1f} pt"
+        table.add_row(name, *[f"{v:.3f}" for v in mean], gain)
+    console.print(table)
+    console.print(f"learning curves: {result.png_path}")
 
-    names = [n.strip() for n in strategy_names.split(",") if n.strip()]
-    try:
-        built = {n: [build_strategy(n, seed=s) for s in range(seeds)] for n in names}
-    except StrategyError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--strategies") from None
-    x, y = load_digits(return_X_y=True)
-    x_pool, x_test, y_pool, y_test = train_test_split(x, y, test_size=0.3, random_state=0, stratify=y)
-    console.print(f"digits: pool {len(y_pool)}, test {len(y_test)}; {initial} initial labels, "
-                  f"+{batch} per round, {rounds} rounds, {seeds} seeds")
-    curves: dict[str, np.ndarray] = {}
-    seconds: dict[str, float] = {}
+
+def _run_with_progress(config, out: Path):
+    """run_simulation with a progress bar (one log line per round when not on a terminal); errors exit 2."""
+    from plugins.simulation import run_simulation
+    from plugins.strategies import StrategyError
+
+    total = len(config.strategies) * config.seeds * (config.rounds + 1)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
-        task = progress.add_task("rounds", total=len(names) * seeds * (rounds + 1))
-        for name in names:
-            runs = []
-            started = time.perf_counter()
-            for seed, strategy in enumerate(built[name]):
-                progress.update(task, description=f"{name} seed {seed}")
-                result = run_loop(lambda: build_model("logistic", 10, seed=seed), strategy, x_pool, y_pool,
-                                  x_test, y_test, initial=initial, batch=batch, rounds=rounds, seed=seed,
-                                  on_round=lambda _: progress.advance(task))
-                runs.append([r.accuracy for r in result])
-            curves[name] = np.asarray(runs)
-            seconds[name] = (time.perf_counter() - started) / seeds
-    _print_curves(curves, seconds, initial, batch)
+        task = progress.add_task("simulating", total=total)
+
+        def advance(result) -> None:
+            line = f"{result.strategy} seed {result.seed}: {result.labels} labels, acc {result.accuracy:.3f}"
+            progress.update(task, advance=1, description=line)
+            if not console.is_terminal:  # a log file gets one line per round instead of a live bar
+                console.print(f"[{progress.tasks[0].completed:.0f}/{total}] {line} ({result.seconds:.1f} s)")
+
+        try:
+            return run_simulation(config, out, on_round=advance)
+        except (StrategyError, ValueError) as exc:
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
 
 
 def _key_values(pairs: list[str], option: str) -> dict:
@@ -133,22 +142,7 @@ def simulate(
             )
     except (ValidationError, OSError) as exc:
         raise typer.BadParameter(str(exc)) from None
-    total = len(cfg.strategies) * cfg.seeds * (cfg.rounds + 1)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console) as progress:
-        task = progress.add_task("simulating", total=total)
-
-        def advance(result) -> None:
-            line = f"{result.strategy} seed {result.seed}: {result.labels} labels, acc {result.accuracy:.3f}"
-            progress.update(task, advance=1, description=line)
-            if not console.is_terminal:  # a log file gets one line per round instead of a live bar
-                console.print(f"[{progress.tasks[0].completed:.0f}/{total}] {line} ({result.seconds:.1f} s)")
-
-        try:
-            result = run_simulation(cfg, out, on_round=advance)
-        except (StrategyError, ValueError) as exc:
-            console.print(f"[red]error:[/red] {exc}")
-            raise typer.Exit(2) from None
+    result = _run_with_progress(cfg, out)
     console.print(result.table_path.read_text())
     console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
 
@@ -175,19 +169,6 @@ def report(
     result = write_report(results, names, target, out, title=title)
     console.print(result.table_path.read_text())
     console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
-
-
-def _print_curves(curves: dict[str, np.ndarray], seconds: dict[str, float], initial: int, batch: int) -> None:
-    """Mean test accuracy per round for each strategy, with the gain over random at the end."""
-    rounds = next(iter(curves.values())).shape[1]
-    table = Table("strategy", *[str(initial + r * batch) for r in range(rounds)], "vs random", "s/run",
-                  title="test accuracy (mean over seeds) by number of labels")
-    baseline = curves.get("random")
-    for name, runs in curves.items():
-        mean = runs.mean(axis=0)
-        gain = "" if baseline is None else f"{100 * (mean[-1] - baseline.mean(axis=0)[-1]):+.1f} pt"
-        table.add_row(name, *[f"{v:.3f}" for v in mean], gain, f"{seconds[name]:.1f}")
-    console.print(table)
 
 
 if __name__ == "__main__":

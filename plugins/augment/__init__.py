@@ -34,7 +34,7 @@ class InvalidImageError(AugmentationError):
 
 
 class PatchLoadError(AugmentationError):
-    """A defect patch (or its mask) that is missing, unreadable or inconsistent; the message names the file."""
+    """A defect patch or mask that is missing, unreadable or inconsistent; the message names the file."""
 
 
 N = TypeVar("N", int, float)
@@ -47,7 +47,8 @@ def ordered_range(value: tuple[N, N]) -> tuple[N, N]:
     return value
 
 
-PixelRange = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]], AfterValidator(ordered_range)]
+PixelRange = Annotated[tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]],
+                       AfterValidator(ordered_range)]
 UnitRange = Annotated[tuple[Annotated[float, Field(ge=0.0, le=1.0)], Annotated[float, Field(ge=0.0, le=1.0)]],
                       AfterValidator(ordered_range)]
 
@@ -65,7 +66,7 @@ def check_image(image: np.ndarray, what: str = "image", min_size: int = MIN_SIZE
         raise InvalidImageError(f"{what} must be at least {min_size}x{min_size}, got {image.shape[:2]}")
     if image.dtype not in _INTEGER_MAX and image.dtype not in _FLOATS:
         raise InvalidImageError(f"{what} dtype must be uint8, uint16, float32 or float64, got {image.dtype}")
-    if image.dtype in _FLOATS and not (np.isfinite(image).all() and image.min() >= 0.0 and image.max() <= 1.0):
+    if image.dtype in _FLOATS and not (np.isfinite(image).all() and 0.0 <= image.min() <= image.max() <= 1.0):
         raise InvalidImageError(f"float {what} values must be finite and in [0, 1]")
 
 
@@ -129,7 +130,7 @@ def build_augmentation(name: str, **params: Any) -> Augmentation:
 from plugins.augment import copy_paste, defects  # noqa: E402,F401  (registers the built-in augmentations)
 
 __all__ = [
-    "AUGMENTATIONS", "CHANNELS", "MIN_SIZE", "WEIGHT_EPS", "AugmentParams", "Augmentation", "AugmentationError",
-    "InvalidImageError", "PatchLoadError", "PixelRange", "UnitRange", "build_augmentation", "check_image",
-    "from_unit", "ordered_range", "to_unit",
+    "AUGMENTATIONS", "CHANNELS", "MIN_SIZE", "WEIGHT_EPS", "AugmentParams", "Augmentation",
+    "AugmentationError", "InvalidImageError", "PatchLoadError", "PixelRange", "UnitRange",
+    "build_augmentation", "check_image", "from_unit", "ordered_range", "to_unit",
 ]

@@ -34,15 +34,15 @@ from plugins.strategies import InvalidParamsError
 PATCH_SUFFIX, MASK_SUFFIX = "_patch.png", "_mask.png"
 _LUMA_RGB = np.array([0.299, 0.587, 0.114], np.float32)  # ITU-R BT.601 luma weights
 
-ScaleRange = Annotated[tuple[Annotated[float, Field(gt=0.0, le=16.0)], Annotated[float, Field(gt=0.0, le=16.0)]],
-                       AfterValidator(ordered_range)]
-AngleRange = Annotated[tuple[Annotated[float, Field(ge=-360.0, le=360.0)],
-                             Annotated[float, Field(ge=-360.0, le=360.0)]], AfterValidator(ordered_range)]
+Scale = Annotated[float, Field(gt=0.0, le=16.0)]
+Degrees = Annotated[float, Field(ge=-360.0, le=360.0)]
+ScaleRange = Annotated[tuple[Scale, Scale], AfterValidator(ordered_range)]
+AngleRange = Annotated[tuple[Degrees, Degrees], AfterValidator(ordered_range)]
 
 
 @dataclass(frozen=True)
 class DefectPatch:
-    """A defect cut-out: HxWxC float32 pixels in [0, 1], an HxW float32 alpha in [0, 1], and where it came from."""
+    """A defect cut-out: HxWxC float32 pixels and HxW float32 alpha, both in [0, 1], and its origin."""
 
     pixels: np.ndarray
     alpha: np.ndarray
@@ -50,28 +50,31 @@ class DefectPatch:
 
 
 def make_patch(patch: np.ndarray, mask: np.ndarray, source: str) -> DefectPatch:
-    """Validate a (patch, mask) pair; the mask is bool, uint8 0..255 or float in [0, 1], non-zero somewhere."""
+    """A validated (patch, mask) pair; the mask is bool, uint8 0..255 or float in [0, 1], not all zero."""
     try:
         check_image(patch, what=f"patch {source}", min_size=1)
     except InvalidImageError as exc:
         raise PatchLoadError(str(exc)) from None
+    mask = np.asarray(mask)
     if mask.shape != patch.shape[:2]:
-        raise PatchLoadError(f"mask of {source} is {mask.shape}, the patch is {patch.shape[:2]}: they must match")
+        raise PatchLoadError(f"mask of {source} is {mask.shape}, the patch is {patch.shape[:2]}: "
+                             "they must match")
     if mask.dtype == np.bool_:
         alpha = mask.astype(np.float32)
     elif mask.dtype == np.uint8:
         alpha = mask.astype(np.float32) / 255.0
-    elif mask.dtype in (np.float32, np.float64) and np.isfinite(mask).all() and 0 <= mask.min() <= mask.max() <= 1:
+    elif mask.dtype in (np.float32, np.float64) and mask.min() >= 0 and mask.max() <= 1:  # False for NaN
         alpha = mask.astype(np.float32)
     else:
-        raise PatchLoadError(f"mask of {source} must be bool, uint8 (0..255) or float in [0, 1], got {mask.dtype}")
+        raise PatchLoadError(f"mask of {source} must be bool, uint8 (0..255) or float in [0, 1]; "
+                             f"got {mask.dtype}")
     if not (alpha >= WEIGHT_EPS).any():
         raise PatchLoadError(f"mask of {source} is empty: no pixel of the patch would be pasted")
     return DefectPatch(to_unit(patch), alpha, source)
 
 
 def read_pair(patch_path: Path, channel_order: str) -> DefectPatch:
-    """Read `<name>_patch.png` and its `<name>_mask.png` with OpenCV; colour patches come back in `channel_order`."""
+    """`<name>_patch.png` and its `<name>_mask.png`, read with OpenCV; colour in `channel_order`."""
     mask_path = patch_path.with_name(patch_path.name[: -len(PATCH_SUFFIX)] + MASK_SUFFIX)
     if not mask_path.is_file():
         raise PatchLoadError(f"{patch_path}: no mask {mask_path.name} beside it "
@@ -90,7 +93,7 @@ def read_pair(patch_path: Path, channel_order: str) -> DefectPatch:
 
 
 def load_patches(directory: Path, channel_order: str, skip_bad: bool) -> list[DefectPatch]:
-    """Every `<name>_patch.png` + `<name>_mask.png` pair in `directory`; bad pairs raise, or warn when skip_bad."""
+    """The `<name>_patch.png` + `<name>_mask.png` pairs in `directory`; bad pairs raise (skip_bad: warn)."""
     if not directory.is_dir():
         raise PatchLoadError(f"{directory}: not a directory of defect patches")
     patches = []
@@ -108,7 +111,7 @@ def load_patches(directory: Path, channel_order: str, skip_bad: bool) -> list[De
 
 
 def match_channels(pixels: np.ndarray, channels: int, channel_order: str) -> np.ndarray:
-    """HxWxC pixels converted to `channels` (1 or 3): luma for colour to grey, repetition for grey to colour."""
+    """HxWxC pixels converted to `channels` (1 or 3): luma for colour to grey, copies for grey to colour."""
     if pixels.shape[2] == channels:
         return pixels
     if channels == 3:
@@ -145,7 +148,8 @@ def warp_patch(pixels: np.ndarray, alpha: np.ndarray, scale: float, angle: float
     alpha = cv2.warpAffine(alpha, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     keep = alpha >= WEIGHT_EPS
-    return np.where(keep[..., None], premult, 0.0).astype(np.float32), np.where(keep, alpha, 0.0).astype(np.float32)
+    premult = np.where(keep[..., None], premult, 0.0).astype(np.float32)
+    return premult, np.where(keep, alpha, 0.0).astype(np.float32)
 
 
 def paste(unit: np.ndarray, premult: np.ndarray, alpha: np.ndarray, top: int, left: int) -> np.ndarray:
@@ -167,9 +171,9 @@ class CopyPaste(Augmentation):
 
     class Params(AugmentParams):
         directory: str | None = Field(None, description="folder of <name>_patch.png + <name>_mask.png pairs")
-        skip_bad: bool = Field(False, description="warn and skip unreadable or unpaired patches instead of raising")
-        channel_order: Literal["rgb", "bgr"] = Field("rgb", description="channel order of the colour images "
-                                                                        "this augments (patch files are read as BGR)")
+        skip_bad: bool = Field(False, description="warn and skip bad or unpaired patches instead of raising")
+        channel_order: Literal["rgb", "bgr"] = Field(
+            "rgb", description="channel order of the colour images to augment (patch files are read as BGR)")
         scale: ScaleRange = Field((0.5, 1.5), description="patch scale factor (low, high)")
         rotation: AngleRange = Field((0.0, 360.0), description="rotation in degrees (low, high)")
         count: PixelRange = Field((1, 1), description="patches pasted per image (low, high)")
@@ -181,7 +185,8 @@ class CopyPaste(Augmentation):
             self.patches += load_patches(Path(self.params.directory), self.params.channel_order,
                                          self.params.skip_bad)
         if not self.patches:
-            raise InvalidParamsError("copy_paste needs defect patches: give directory=... or (patch, mask) pairs")
+            raise InvalidParamsError("copy_paste needs defect patches: give directory=... "
+                                     "or (patch, mask) pairs")
 
     def render(self, unit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Paste `count` patches, each at a random scale, rotation and position fully inside the image."""

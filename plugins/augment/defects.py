@@ -91,7 +91,8 @@ class Stain(Augmentation):
     class Params(AugmentParams):
         radius: PixelRange = Field((3, 16), description="disc radius in pixels (low, high); clipped to fit")
         softness: UnitRange = Field((0.2, 0.5), description="edge blur sigma as a fraction of the radius")
-        intensity: UnitRange = Field((0.1, 0.4), description="stain colour per channel, fraction of full scale")
+        intensity: UnitRange = Field((0.1, 0.4), description="stain colour per channel, fraction of full "
+                                                             "scale")
         opacity: UnitRange = Field((0.4, 0.8), description="blend weight at the stain's centre")
 
     def render(self, unit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -120,9 +121,9 @@ class Dent(Augmentation):
     """
 
     class Params(AugmentParams):
-        axes: PixelRange = Field((3, 12), description="ellipse semi-axes in pixels (low, high); clipped to fit")
-        softness: UnitRange = Field((0.3, 0.6), description="bowl blur sigma as a fraction of the shorter axis")
-        depth: UnitRange = Field((0.08, 0.25), description="largest brightness change, fraction of full scale")
+        axes: PixelRange = Field((3, 12), description="ellipse semi-axes in pixels; clipped to fit")
+        softness: UnitRange = Field((0.3, 0.6), description="bowl blur sigma as a fraction of the short axis")
+        depth: UnitRange = Field((0.08, 0.25), description="largest brightness change as a fraction of scale")
 
     def render(self, unit: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Add the shading of a blurred ellipse's slope towards a random light direction."""

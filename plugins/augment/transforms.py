@@ -24,7 +24,7 @@ class ClassConditionalAugment:
             raise InvalidParamsError("ClassConditionalAugment needs at least one augmentation")
         wrong = [type(a).__name__ for a in augmentations if not isinstance(a, Augmentation)]
         if wrong:
-            raise InvalidParamsError(f"augmentations must be Augmentation instances (see build_augmentation), "
+            raise InvalidParamsError(f"augmentations must be Augmentation instances (build_augmentation), "
                                      f"got {', '.join(wrong)}")
         if not 0.0 <= probability <= 1.0:
             raise InvalidParamsError(f"probability must be in [0, 1], got {probability}")
