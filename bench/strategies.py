@@ -44,6 +44,7 @@ def _child(case: str, side: str, size: dict, queue: mp.Queue) -> None:
         import sklearn.metrics  # noqa: F401
 
         build, run = CASES[case][side]
+        run(build(**_tiny(size)))  # warm-up: thread pools, kernels and allocator start-up are not measured
         data = build(**size)
         _reset_peak()
         base = _rss_kib("VmRSS")
@@ -53,6 +54,11 @@ def _child(case: str, side: str, size: dict, queue: mp.Queue) -> None:
         queue.put((seconds, max(0, _rss_kib("VmHWM") - base) / 1024))
     except Exception as exc:  # report, do not hang the parent
         queue.put((float("nan"), float("nan"), repr(exc)))
+
+
+def _tiny(size: dict) -> dict:
+    """The same case at a small pool size, for a warm-up call."""
+    return {**size, "n": min(size["n"], 500), **({"labeled": min(size["labeled"], 50)} if "labeled" in size else {})}
 
 
 def measure(case: str, side: str, size: dict) -> tuple[float, float]:
