@@ -149,3 +149,15 @@ def test_class_balanced_badge_finds_rare_defects_faster_than_random(tmp_path) ->
 
     assert found("class_balanced(badge)") >= 1.3 * found("random"), (found("class_balanced(badge)"),
                                                                       found("random"))
+
+
+def test_the_documented_simulation_configs_are_valid() -> None:
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "bench" / "simulations"
+    configs = sorted(folder.glob("*.json"))
+    assert {p.stem for p in configs} >= {"mnist_a", "mnist_b", "defects"}
+    for path in configs:
+        config = SimulationConfig.model_validate_json(path.read_text())
+        for spec in config.strategies:
+            strategy_for(spec, config.batch, 0)  # every named strategy and parameter exists
