@@ -40,6 +40,9 @@ class Auto(Strategy):
         self.cold = build_strategy(self.params.cold)
         self.warm = build_strategy(self.params.warm)
 
+    def children(self) -> list[Strategy]:
+        return [self.cold, self.warm]
+
     def required_inputs(self) -> frozenset[Input]:
         return self.cold.required_inputs()
 

@@ -55,6 +55,9 @@ class ClassBalanced(Strategy):
         super().__init__(**params)
         self.base = build_strategy(self.params.base)
 
+    def children(self) -> list[Strategy]:
+        return [self.base]
+
     def required_inputs(self) -> frozenset[Input]:
         return self.base.required_inputs() | {Input.PROBS}
 

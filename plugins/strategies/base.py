@@ -318,9 +318,15 @@ class Strategy(ABC):
     def device(self) -> torch.device:
         return pick_device(self.params.device)
 
+    def children(self) -> list[Strategy]:
+        """The strategies this one delegates to (wrappers); none for a plain method."""
+        return []
+
     @property
     def dtype(self) -> torch.dtype:
-        return getattr(torch, self.params.dtype)
+        """Compute precision: the strategy's own, widened to its children's so a wrapper loses none."""
+        own = getattr(torch, self.params.dtype)
+        return max([own, *(child.dtype for child in self.children())], key=lambda d: torch.finfo(d).bits)
 
     def generator(self, salt: int = 0) -> np.random.Generator:
         """A numpy RNG seeded from the strategy's seed (and an optional salt)."""

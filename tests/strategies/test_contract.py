@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 import pytest
 
 from plugins.strategies import (
@@ -156,3 +157,12 @@ def test_random_needs_only_the_pool_size() -> None:
     ranking = build_strategy("random", seed=1).rank(PoolInputs(n_items=50))
     _assert_permutation(ranking.order, 50)
     assert not np.array_equal(ranking.order, build_strategy("random", seed=2).rank(PoolInputs(n_items=50)).order)
+
+
+def test_a_wrapper_computes_in_its_childs_precision(make_pool) -> None:
+    pool = make_pool(n=50)
+    wrapped = build_strategy("class_balanced", dtype="float32",
+                             base={"name": "entropy", "params": {"dtype": "float64"}})
+    assert wrapped.dtype == torch.float64
+    exact = build_strategy("entropy", dtype="float64").rank(pool).scores
+    np.testing.assert_array_equal(wrapped.rank(pool).scores, exact)  # no float32 round trip in between
