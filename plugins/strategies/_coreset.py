@@ -24,6 +24,6 @@ class CoreSet(Strategy):
         x = pool.embeddings
         labeled = pool.labeled_embeddings if pool.labeled_embeddings is not None else x[:0]
         min_sq = min_sq_dists(x, labeled, self.params.memory_mb)
-        picked, min_sq = kcenter_greedy(x, self.params.batch_size, min_sq)
+        picked, min_sq = kcenter_greedy(x, self.params.batch_size, min_sq, self.params.memory_mb)
         scores = min_sq.sqrt()
         return self._ranking(batch_then_scores(picked, scores), scores, covering_radius=float(scores.max()))

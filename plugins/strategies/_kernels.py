@@ -13,6 +13,10 @@ def entropy(p: torch.Tensor, dim: int | tuple[int, ...] = -1) -> torch.Tensor:
     return -p.clamp_min(torch.finfo(p.dtype).tiny).log_().mul_(p).sum(dim=dim)
 
 
+# Rows refreshed first by the lazy k-center step (doubled until the step's pick is certain).
+_LAZY_CANDIDATES = 64
+
+
 def rows_per_chunk(row_bytes: int, memory_mb: int, minimum: int = 1) -> int:
     """How many rows of `row_bytes` each fit in `memory_mb` MiB (at least `minimum`)."""
     return max(minimum, (memory_mb * 2**20) // max(1, row_bytes))
@@ -119,25 +123,45 @@ def _unpicked_by_score(scores: torch.Tensor, picked: list[int]) -> list[int]:
     return rest[torch.argsort(-scores[rest], stable=True)].tolist()
 
 
-def kcenter_greedy(x: torch.Tensor, k: int, min_sq: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+def kcenter_greedy(x: torch.Tensor, k: int, min_sq: torch.Tensor,
+                   memory_mb: int = 256) -> tuple[list[int], torch.Tensor]:
     """Farthest-first traversal (Gonzalez, 1985): min(k, N) times add the row farthest from the centers.
 
     `min_sq` is each row's squared distance to the existing centers; +inf everywhere means there are
     none, and then the first center is the row closest to the mean. Returns the picks and the squared
-    distances to the nearest center after them (0 for the picks). Cost O(k N D), memory O(N).
+    distances to the nearest center after them (0 for the picks).
+
+    Lazy evaluation: each row keeps an upper bound of its distance (exact when last refreshed), and a step
+    refreshes only the rows with the largest bounds until one of them provably beats every other bound;
+    ties go to the lowest index, as a plain argmax. The picks are those of the eager traversal at a small
+    fraction of its O(k N D) memory traffic; one chunked pass at the end gives every row's exact distance.
     """
     n = x.shape[0]
     k = min(k, n)
     x_sq = row_sq_norms(x)
-    min_sq = min_sq.clone()
     picked: list[int] = []
     if k > 0 and bool(torch.isinf(min_sq).all()):
         picked.append(int(torch.argmin(sq_dists(x, x.mean(0, keepdim=True), x_sq)[:, 0])))
-        min_sq = sq_dists(x, x[picked], x_sq)[:, 0]
-        min_sq[picked[0]] = -float("inf")
+    bound = torch.minimum(min_sq, min_sq_dists(x, x[picked], memory_mb)) if picked else min_sq.clone()
+    seen = torch.full((n,), len(picked), dtype=torch.int64, device=x.device)  # picks each bound covers
+    bound[picked] = -float("inf")
     while len(picked) < k:
-        c = int(torch.argmax(min_sq))
+        size = min(n, _LAZY_CANDIDATES)
+        while True:
+            top = torch.topk(bound, size)  # every other row's bound is <= top.values[-1]
+            rows = top.indices[seen[top.indices] < len(picked)]
+            if len(rows):
+                fresh = sq_dists(x[rows], x[picked], x_sq[rows], x_sq[picked]).amin(dim=1)
+                bound[rows] = torch.minimum(bound[rows], fresh)
+                seen[rows] = len(picked)
+            values = bound[top.indices]
+            best = values.max()
+            if size == n or best > top.values[-1]:
+                break
+            size = min(n, 2 * size)
+        c = int(top.indices[values == best].min())
         picked.append(c)
-        torch.minimum(min_sq, torch.addmv(x_sq, x, x[c], alpha=-2.0).add_(x_sq[c]).clamp_min_(0.0), out=min_sq)
-        min_sq[c] = -float("inf")  # never picked again; reported as 0
-    return picked, min_sq.clamp_min_(0.0)
+        bound[c] = -float("inf")
+    final = torch.minimum(min_sq, min_sq_dists(x, x[picked], memory_mb)) if picked else min_sq.clone()
+    final[picked] = 0.0
+    return picked, final.clamp_min_(0.0)

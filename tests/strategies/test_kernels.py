@@ -106,3 +106,29 @@ def test_chunks_cover_the_range_and_entropy_of_uniform() -> None:
     assert [list(range(17))[s] for s in chunks(17, 5)] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9],
                                                              [10, 11, 12, 13, 14], [15, 16]]
     assert torch.isclose(entropy(torch.full((4,), 0.25)), torch.tensor(np.log(4.0), dtype=torch.float32))
+
+
+def _eager_kcenter(x: np.ndarray, k: int, min_sq: np.ndarray) -> list[int]:
+    """The textbook traversal: every step updates every row's distance, then takes the first argmax."""
+    d = min_sq.copy()
+    picked: list[int] = []
+    for _ in range(k):
+        c = int(np.argmax(np.where(np.isin(np.arange(len(x)), picked), -np.inf, d)))
+        picked.append(c)
+        d = np.minimum(d, ((x - x[c]) ** 2).sum(axis=1))
+    return picked
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_lazy_kcenter_picks_what_the_eager_traversal_picks(duplicates) -> None:
+    rng = np.random.default_rng(3)
+    centers = rng.normal(scale=6.0, size=(12, 8))
+    x = centers[rng.integers(0, 12, 1500)] + rng.normal(size=(1500, 8))
+    if duplicates:
+        x[500:900] = x[:400]  # exact copies: many equal distances, ties to the lowest index
+    labeled = x[rng.choice(1500, 20, replace=False)] + rng.normal(scale=0.1, size=(20, 8))
+    base = ((x[:, None] - labeled[None]) ** 2).sum(axis=2).min(axis=1)
+    picked, min_sq = kcenter_greedy(torch.as_tensor(x), 60, torch.as_tensor(base), memory_mb=1)
+    assert picked == _eager_kcenter(x, 60, base)
+    expected = np.min([base, *[((x - x[c]) ** 2).sum(axis=1) for c in picked]], axis=0)
+    np.testing.assert_allclose(min_sq.numpy(), expected, rtol=1e-9, atol=1e-9)
