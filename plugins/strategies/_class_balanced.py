@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import torch
 from pydantic import Field
 
-from plugins.strategies.base import Input, PoolInputs, Ranking, Strategy, StrategyParams
-from plugins.strategies.registry import StrategySpec, build_strategy, register
+from plugins.strategies.base import Input, PoolInputs, Ranking, StrategyParams
+from plugins.strategies.registry import StrategySpec, register
+from plugins.strategies.wrapper import Wrapper
 
 
 def within_class_positions(classes: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -39,7 +39,7 @@ def balanced_order(base_order: torch.Tensor, predicted: torch.Tensor,
 
 
 @register("class_balanced")
-class ClassBalanced(Strategy):
+class ClassBalanced(Wrapper):
     """Class-balanced wrapper: label rare predicted classes as often as common ones (rare-defect use case).
 
     Predicted class = argmax p. Walking the base order, the next item always comes from the class with the
@@ -51,18 +51,8 @@ class ClassBalanced(Strategy):
         base: StrategySpec = Field(StrategySpec(name="badge"),
                                    description="the strategy whose order is balanced")
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.base = build_strategy(self.params.base)
-
-    def children(self) -> list[Strategy]:
-        return [self.base]
-
-    def required_inputs(self) -> frozenset[Input]:
-        return self.base.required_inputs() | {Input.PROBS}
-
-    def optional_inputs(self) -> frozenset[Input]:
-        return (self.base.optional_inputs() | {Input.LABELED_LABELS}) - self.required_inputs()
+    needs = frozenset({Input.PROBS})
+    optional = frozenset({Input.LABELED_LABELS})
 
     def _rank(self, pool: PoolInputs) -> Ranking:
         base = self.base.rank(pool)

@@ -5,14 +5,15 @@ Sampling the order from the scores instead of sorting them keeps a batch from pi
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from pydantic import Field
 
-from plugins.strategies.base import Input, PoolInputs, Ranking, Strategy, StrategyParams, order_by_scores
+from plugins.strategies.base import PoolInputs, Ranking, StrategyParams, order_by_scores
 from plugins.strategies.errors import InvalidInputError
-from plugins.strategies.registry import StrategySpec, build_strategy, register
+from plugins.strategies.registry import StrategySpec, register
+from plugins.strategies.wrapper import Wrapper
 
 Mode = Literal["power", "softmax", "softrank"]
 
@@ -47,7 +48,7 @@ def check_power_scores(scores: torch.Tensor, base: str) -> None:
 
 
 @register("stochastic")
-class StochasticBatch(Strategy):
+class StochasticBatch(Wrapper):
     """Stochastic batch acquisition (Kirsch et al., TMLR 2023): sample the order, do not sort the scores.
 
     Items are drawn without replacement with weights s^beta (power), exp(beta s) (softmax) or rank^-beta
@@ -62,19 +63,6 @@ class StochasticBatch(Strategy):
                                                 "'softrank' rank^-beta")
         beta: float = Field(1.0, gt=0, le=1e6,
                             description="coldness: near 0 uniform random, large the base order")
-
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.base = build_strategy(self.params.base)
-
-    def children(self) -> list[Strategy]:
-        return [self.base]
-
-    def required_inputs(self) -> frozenset[Input]:
-        return self.base.required_inputs()
-
-    def optional_inputs(self) -> frozenset[Input]:
-        return self.base.optional_inputs()
 
     def _rank(self, pool: PoolInputs) -> Ranking:
         base = self.base.rank(pool)
