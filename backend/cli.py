@@ -173,3 +173,8 @@ def report(
 
 if __name__ == "__main__":
     app()
+
+
+from backend.cli_admin import register as _register_admin  # noqa: E402
+
+_register_admin(app)

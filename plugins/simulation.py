@@ -17,7 +17,7 @@ from plugins.datasets import Dataset, load_dataset
 from plugins.fileio import atomic_write
 from plugins.loop import RoundResult, run_loop
 from plugins.models import build_model
-from plugins.strategies import STRATEGIES, Strategy, StrategySpec, build_strategy
+from plugins.strategies import STRATEGIES, Strategy, StrategySpec, build_strategy, strategy_for
 
 
 class SimulationConfig(BaseModel):
@@ -73,15 +73,6 @@ class SimulationResult:
     csv_path: Path
     png_path: Path
     table_path: Path
-
-
-def strategy_for(spec: StrategySpec, batch: int, seed: int) -> Strategy:
-    """Build the strategy, giving batch methods the loop's batch size unless the spec sets one."""
-    params = dict(spec.params)
-    if spec.name in STRATEGIES and "batch_size" in STRATEGIES.get(spec.name).Params.model_fields:
-        params.setdefault("batch_size", batch)
-    params.setdefault("seed", seed)
-    return build_strategy(spec.name, **params)
 
 
 def run_simulation(config: SimulationConfig, out_dir: str | Path,

@@ -26,7 +26,7 @@ from plugins.strategies.errors import (
     StrategyError,
     UnknownStrategyError,
 )
-from plugins.strategies.registry import STRATEGIES, StrategySpec, build_strategy, register
+from plugins.strategies.registry import STRATEGIES, StrategySpec, build_strategy, register, strategy_for
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name.startswith("_") and not _module.name.startswith("_kernels"):
@@ -35,5 +35,5 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "STRATEGIES", "BatchParams", "Input", "InvalidInputError", "InvalidParamsError", "MissingInputError",
     "PoolInputs", "Ranking", "ScoreStrategy", "Strategy", "StrategyError", "StrategyParams", "StrategySpec",
-    "UnknownStrategyError", "build_strategy", "register",
+    "UnknownStrategyError", "build_strategy", "register", "strategy_for",
 ]

@@ -39,3 +39,12 @@ def build_strategy(spec: StrategySpec | dict[str, Any] | str, **params: Any) -> 
     if spec.name not in STRATEGIES:
         raise UnknownStrategyError(spec.name, STRATEGIES.names())
     return STRATEGIES.get(spec.name)(**spec.params)
+
+
+def strategy_for(spec: StrategySpec, batch: int, seed: int) -> Strategy:
+    """Build the strategy, giving batch methods the loop's batch size unless the spec sets one."""
+    params = dict(spec.params)
+    if spec.name in STRATEGIES and "batch_size" in STRATEGIES.get(spec.name).Params.model_fields:
+        params.setdefault("batch_size", batch)
+    params.setdefault("seed", seed)
+    return build_strategy(spec.name, **params)

@@ -1,0 +1,128 @@
+"""Admin operations shared by the HTTP admin API and the `lsal` CLI: settings, triggers, versions, status."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.job import Job
+from rq.registry import FailedJobRegistry, StartedJobRegistry
+
+from backend.project_settings import InvalidSettingsError, ProjectSettings, validate_settings
+from backend.queueing import JOBS, Enqueued, enqueue, pending_job
+from backend.store import ProjectStore
+from plugins.models import MODELS
+from plugins.strategies import STRATEGIES
+
+TRIGGERS = ("retrain", "rescore")
+
+
+def update_settings(store: ProjectStore, defaults: ProjectSettings, patch: dict[str, Any]) -> ProjectSettings:
+    """Merge `patch` into the project's settings (nested 'strategy'/'model' replaced whole) and store them."""
+    if not isinstance(patch, dict):
+        raise InvalidSettingsError("settings must be a JSON object")
+    merged = {**store.settings(defaults).model_dump(mode="json"), **patch}
+    return store.set_settings(validate_settings(merged))
+
+
+def set_strategy(store: ProjectStore, defaults: ProjectSettings, name: str,
+                 params: dict[str, Any] | None = None) -> ProjectSettings:
+    """Switch the project's strategy; each param goes where it belongs: strategy, model or project setting.
+
+    `lsal strategy set --project 7 bald --mc-samples 20`: BALD has no mc_samples, the cnn model does, so
+    the model gets it.
+    """
+    if name not in STRATEGIES:
+        raise InvalidSettingsError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES.names())}")
+    current = store.settings(defaults)
+    strategy_fields = STRATEGIES.get(name).Params.model_fields
+    model_fields = MODELS.get(current.model.name).Params.model_fields if current.model.name in MODELS else {}
+    project_fields = set(ProjectSettings.model_fields) - {"strategy", "model"}
+    strategy_params, model_params, project = {}, dict(current.model.params), {}
+    for key, value in (params or {}).items():
+        key = key.replace("-", "_")
+        if key in strategy_fields:
+            strategy_params[key] = value
+        elif key in model_fields:
+            model_params[key] = value
+        elif key in project_fields:
+            project[key] = value
+        else:
+            raise InvalidSettingsError(
+                f"unknown parameter {key!r} for strategy {name!r} with model {current.model.name!r}; allowed: "
+                f"strategy: {', '.join(strategy_fields)}; model: {', '.join(model_fields) or '-'}; "
+                f"project: {', '.join(sorted(project_fields))}")
+    merged = {**current.model_dump(mode="json"), **project, "strategy": {"name": name, "params": strategy_params},
+              "model": {"name": current.model.name, "params": model_params}}
+    return store.set_settings(validate_settings(merged))
+
+
+def trigger(redis: Redis, queue: str, project: int, kind: str, reason: str, timeout: int) -> Enqueued:
+    """Enqueue a retrain or a rescore of the project now (coalesced with a pending one)."""
+    if kind not in TRIGGERS:
+        raise ValueError(f"unknown job {kind!r}; one of {', '.join(TRIGGERS)}")
+    return enqueue(redis, queue, kind, project, timeout=timeout, reason=reason)
+
+
+def rollback(store: ProjectStore, version: str) -> dict[str, Any]:
+    """Serve an earlier model version (the caller then enqueues a rescore to publish its order)."""
+    record = store.version(version)
+    if record is None:
+        known = ", ".join(v["version"] for v in store.versions()) or "none"
+        raise KeyError(f"project {store.project} has no model version {version!r}; versions: {known}")
+    store.set_current_version(version)
+    return record
+
+
+def _job_view(job: Job) -> dict[str, Any]:
+    meta = {k: v for k, v in (job.meta or {}).items() if k in ("phase", "epoch", "loss", "kind", "reason",
+                                                                "updated_at", "epochs")}
+    return {"id": job.id, "status": str(job.get_status(refresh=False)), "enqueued_at":
+            job.enqueued_at.isoformat() if job.enqueued_at else None, **meta}
+
+
+def queue_state(redis: Redis, queue: str, project: int) -> dict[str, Any]:
+    """Queue length, and this project's pending, running and failed jobs."""
+    q = Queue(queue, connection=redis)
+    prefix = f"lsal-"
+    mine = f"-p{project}-"
+
+    def of_project(ids: list[str]) -> list[str]:
+        return [i for i in ids if i.startswith(prefix) and mine in i]
+
+    running = [Job.fetch(i, connection=redis) for i in of_project(StartedJobRegistry(queue=q).get_job_ids())]
+    failed_ids = of_project(FailedJobRegistry(queue=q).get_job_ids())
+    last_failed = None
+    if failed_ids:
+        job = Job.fetch(failed_ids[-1], connection=redis)
+        last_failed = {"id": job.id, "error": (job.latest_result().exc_string if job.latest_result() else "")
+                       .strip().splitlines()[-1:] or [""]}
+    return {"queue": queue, "queued": q.count, "workers": len(Worker.all(queue=q)),
+            "pending": {kind: pending_job(redis, project, kind) for kind in JOBS if pending_job(redis, project, kind)},
+            "running": [_job_view(j) for j in running], "failed": len(failed_ids), "last_failed": last_failed}
+
+
+def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: str) -> dict[str, Any]:
+    """Everything `lsal status` shows for one project."""
+    info = store.info()
+    versions = store.versions()
+    published = store.published()
+    return {
+        "project": store.project,
+        "settings": store.settings(defaults).model_dump(mode="json"),
+        "settings_stored": store.stored_settings() is not None,
+        "current_version": store.current_version(),
+        "versions": [{k: v.get(k) for k in ("version", "created_at", "labeled", "metrics", "model", "class_counts",
+                                              "warm_start")} for v in versions],
+        "published": published,
+        "labeled": info.get("labeled"), "unlabeled": info.get("unlabeled"),
+        "changes_since_training": store.pending_changes(),
+        "events": store.events(),
+        "queue": queue_state(redis, queue, store.project),
+        "last_retrain": info.get("last_retrain"), "last_rescore": info.get("last_rescore"),
+        "last_score_new": info.get("last_score_new"),
+        "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
+        "now": time.time(),
+    }

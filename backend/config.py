@@ -1,0 +1,66 @@
+"""Service configuration: one pydantic model, read from the environment once per process."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+from backend.project_settings import ProjectSettings
+
+
+class Settings(BaseSettings):
+    """Everything the backend, the worker and the CLI read from the environment (names as in label_studio_ml)."""
+
+    model_config = SettingsConfigDict(extra="ignore", env_nested_delimiter="__", populate_by_name=True)
+
+    label_studio_url: str = Field(
+        "http://localhost:8080", validation_alias=AliasChoices("LABEL_STUDIO_URL", "LABEL_STUDIO_HOST"),
+        description="where the backend and the worker reach Label Studio")
+    label_studio_api_key: SecretStr | None = Field(
+        None, validation_alias=AliasChoices("LABEL_STUDIO_API_KEY", "LABEL_STUDIO_ACCESS_TOKEN"),
+        description="Label Studio API token (legacy token or personal access token)")
+    redis_url: str = Field("redis://localhost:6379/0", validation_alias=AliasChoices("REDIS_URL", "LSAL_REDIS_URL"))
+    secret: SecretStr | None = Field(
+        None, validation_alias="LSAL_SECRET",
+        description="shared secret required by /webhook and /admin (header X-LSAL-Secret or Bearer)")
+    basic_auth_user: str | None = Field(None, validation_alias="BASIC_AUTH_USER")
+    basic_auth_pass: SecretStr | None = Field(None, validation_alias="BASIC_AUTH_PASS")
+    model_dir: Path = Field(Path("lsal-data/models"), validation_alias=AliasChoices("MODEL_DIR", "LSAL_MODEL_DIR"),
+                            description="model artifacts: <model_dir>/project-<id>/<version>.pt")
+    public_url: str | None = Field(
+        None, validation_alias="LSAL_PUBLIC_URL",
+        description="URL at which Label Studio reaches this backend (for the webhook it registers); "
+                    "default: the URL Label Studio used for /setup")
+    queue: str = Field("lsal", validation_alias="LSAL_QUEUE", description="RQ queue the jobs go to")
+    image_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias="LSAL_IMAGE_HOSTS",
+        description="comma-separated host[:port] allowed for task image URLs besides Label Studio's own")
+    image_max_bytes: int = Field(20 * 2**20, gt=0, validation_alias="LSAL_IMAGE_MAX_BYTES")
+    image_timeout_s: float = Field(10.0, gt=0, validation_alias="LSAL_IMAGE_TIMEOUT_S")
+    max_body_bytes: int = Field(32 * 2**20, gt=0, validation_alias="LSAL_MAX_BODY_BYTES")
+    job_timeout_s: int = Field(3600, gt=0, validation_alias="LSAL_JOB_TIMEOUT_S")
+    defaults: ProjectSettings = Field(
+        default_factory=ProjectSettings, validation_alias="LSAL_DEFAULTS",
+        description="settings of a project nobody configured; JSON, or LSAL_DEFAULTS__RETRAIN_EVERY=5 style")
+
+    @field_validator("image_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [h.strip().lower() for h in value.split(",") if h.strip()]
+        return value
+
+    @field_validator("label_studio_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()

@@ -1,0 +1,157 @@
+"""The Label Studio REST client: what the worker and `lsal doctor` need, on top of label-studio-sdk."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+from label_studio_sdk import LabelStudio
+from label_studio_sdk.core.api_error import ApiError
+
+from backend.config import Settings
+
+UNCERTAINTY_SAMPLING = "Uncertainty sampling"
+# what Label Studio sends to /webhook; ours are handled, the rest acknowledged and ignored
+ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+WEBHOOK_ACTIONS = (*ANNOTATION_ACTIONS, "TASKS_CREATED", "PROJECT_UPDATED")
+
+
+class LabelStudioError(RuntimeError):
+    """Label Studio refused or failed a request; the message says which request and why (never the token)."""
+
+
+def _describe(exc: Exception, what: str) -> LabelStudioError:
+    """A LabelStudioError for `exc` raised while doing `what`."""
+    if isinstance(exc, ApiError):
+        body = str(exc.body)[:300] if exc.body is not None else ""
+        return LabelStudioError(f"{what}: Label Studio answered HTTP {exc.status_code} {body}".strip())
+    if isinstance(exc, httpx.HTTPStatusError):
+        return LabelStudioError(f"{what}: Label Studio answered HTTP {exc.response.status_code} "
+                                f"{exc.response.text[:300]}")
+    if isinstance(exc, httpx.HTTPError):
+        return LabelStudioError(f"{what}: cannot reach Label Studio ({type(exc).__name__}: {exc})")
+    return LabelStudioError(f"{what}: {type(exc).__name__}: {exc}")
+
+
+class LabelStudioClient:
+    """Typed access to one Label Studio instance with one API token."""
+
+    def __init__(self, url: str, api_key: str, timeout: float = 30.0, max_retries: int = 3) -> None:
+        if not api_key:
+            raise LabelStudioError("no Label Studio API token: set LABEL_STUDIO_API_KEY")
+        self.url = url.rstrip("/")
+        self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
+        self._max_retries = max_retries
+        self._http = httpx.Client(base_url=self.url, timeout=timeout,
+                                  transport=httpx.HTTPTransport(retries=max_retries))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> LabelStudioClient:
+        """A client for LABEL_STUDIO_URL with LABEL_STUDIO_API_KEY."""
+        key = settings.label_studio_api_key.get_secret_value() if settings.label_studio_api_key else ""
+        return cls(settings.label_studio_url, key)
+
+    def close(self) -> None:
+        """Release the HTTP connections."""
+        self._http.close()
+
+    def _headers(self) -> dict[str, str]:
+        return {k: v for k, v in self.sdk._client_wrapper.get_headers().items() if k.lower() == "authorization"}
+
+    def request(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
+        """One REST call with the token; JSON (or None) back, LabelStudioError on failure."""
+        try:
+            response = self._http.request(method, path, headers=self._headers(), **kwargs)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            raise _describe(exc, what) from None
+        return response.json() if response.content else None
+
+    # -- reads ------------------------------------------------------------------------------------------
+    def whoami(self) -> dict[str, Any]:
+        """The user the token belongs to (checks URL and token)."""
+        return self.request("GET", "/api/current-user/whoami", "check the API token")
+
+    def project(self, project: int) -> dict[str, Any]:
+        """The project's fields (label_config, model_version, sampling, ...)."""
+        return self.request("GET", f"/api/projects/{project}", f"read project {project}")
+
+    def tasks(self, project: int, page_size: int = 500) -> Iterator[dict[str, Any]]:
+        """Every task of the project with its annotations, page by page."""
+        page = 1
+        while True:
+            try:
+                body = self.request("GET", "/api/tasks", f"list tasks of project {project}",
+                                    params={"project": project, "page": page, "page_size": page_size,
+                                            "fields": "all"})
+            except LabelStudioError as exc:
+                if "HTTP 404" in str(exc) and page > 1:  # past the last page
+                    return
+                raise
+            items = body.get("tasks", []) if isinstance(body, dict) else body
+            yield from items
+            total = body.get("total") if isinstance(body, dict) else None
+            if not items or len(items) < page_size or (total is not None and page * page_size >= total):
+                return
+            page += 1
+
+    def file_bytes(self, path_or_url: str, max_bytes: int, timeout: float) -> bytes:
+        """Bytes of a file Label Studio serves (uploads, local-files storage), with the token, size-capped."""
+        with self._http.stream("GET", path_or_url, headers=self._headers(), timeout=timeout) as response:
+            response.raise_for_status()
+            return read_capped(response, max_bytes)
+
+    def model_versions(self, project: int) -> dict[str, int]:
+        """{model_version: number of predictions} in the project."""
+        body = self.request("GET", f"/api/projects/{project}/model-versions/", "list model versions")
+        if isinstance(body, dict):
+            return {str(k): int(v) for k, v in body.items()}
+        return {str(row.get("model_version")): int(row.get("count", 0)) for row in body or []}
+
+    # -- writes -----------------------------------------------------------------------------------------
+    def import_predictions(self, project: int, predictions: list[dict[str, Any]], chunk: int = 1000) -> int:
+        """Create predictions in bulk, `chunk` per request; return how many were created."""
+        created = 0
+        for start in range(0, len(predictions), chunk):
+            part = predictions[start:start + chunk]
+            self.request("POST", f"/api/projects/{project}/import/predictions",
+                         f"import {len(part)} predictions into project {project}", json=part)
+            created += len(part)
+        return created
+
+    def delete_model_version(self, project: int, model_version: str) -> int:
+        """Delete every prediction of `model_version` in the project; return how many went."""
+        body = self.request("DELETE", f"/api/projects/{project}/model-versions/",
+                            f"delete predictions of {model_version!r}", json={"model_version": model_version})
+        return int(body) if isinstance(body, (int, float)) else 0
+
+    def update_project(self, project: int, **fields: Any) -> dict[str, Any]:
+        """PATCH project fields (model_version, sampling, ...)."""
+        return self.request("PATCH", f"/api/projects/{project}", f"update project {project}", json=fields)
+
+    def webhooks(self, project: int) -> list[dict[str, Any]]:
+        """The webhooks registered for the project."""
+        return self.request("GET", "/api/webhooks/", "list webhooks", params={"project": project}) or []
+
+    def ensure_webhook(self, project: int, url: str, headers: dict[str, str]) -> dict[str, Any]:
+        """Register (or refresh) the project's webhook to `url` for the actions the backend handles."""
+        body = {"project": project, "url": url, "send_payload": True, "send_for_all_actions": False,
+                "actions": list(WEBHOOK_ACTIONS), "headers": headers, "is_active": True}
+        for hook in self.webhooks(project):
+            if hook.get("url") == url and hook.get("project") == project:
+                return self.request("PATCH", f"/api/webhooks/{hook['id']}/", "update the webhook", json=body)
+        return self.request("POST", "/api/webhooks/", "register the webhook", json=body)
+
+
+def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The body of a streamed response, refusing more than `max_bytes`."""
+    declared = response.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ValueError(f"{int(declared)} bytes is over the {max_bytes}-byte limit")
+    data = bytearray()
+    for block in response.iter_bytes():
+        data += block
+        if len(data) > max_bytes:
+            raise ValueError(f"more than the {max_bytes}-byte limit")
+    return bytes(data)

@@ -1,0 +1,40 @@
+"""Loaded model versions, one per project, reloaded only when the project's serving version changes."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from plugins.models.artifact import Artifact, load_artifact
+
+
+def artifact_path(model_dir: Path, project: int, version: str) -> Path:
+    """Where version `version` of `project` is stored."""
+    return Path(model_dir) / f"project-{project}" / f"{version}.pt"
+
+
+class ModelCache:
+    """Keeps each project's current artifact in memory; thread-safe."""
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = Path(model_dir)
+        self._loaded: dict[int, tuple[str, Artifact]] = {}
+        self._lock = threading.Lock()
+        self.loads = 0  # how many artifacts were read from disk (for tests and /metrics)
+
+    def get(self, project: int, version: str) -> Artifact:
+        """The artifact of `version`, from memory when it is the one already loaded for `project`."""
+        with self._lock:
+            held = self._loaded.get(project)
+            if held is not None and held[0] == version:
+                return held[1]
+        artifact = load_artifact(artifact_path(self.model_dir, project, version))
+        with self._lock:
+            self._loaded[project] = (version, artifact)
+            self.loads += 1
+        return artifact
+
+    def loaded(self) -> dict[int, str]:
+        """{project: version} held in memory."""
+        with self._lock:
+            return {p: v for p, (v, _) in self._loaded.items()}

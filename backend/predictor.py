@@ -1,0 +1,77 @@
+"""/predict: pre-annotations from the project's serving model version, with the published priority as score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from fastapi import HTTPException
+
+from backend.config import Settings
+from backend.image_fetch import ImageFetcher
+from backend.label_config import UnsupportedConfigError, parse_target
+from backend.ls_client import LabelStudioClient
+from backend.metrics import Metrics
+from backend.model_cache import ModelCache
+from backend.store import ProjectStore
+from plugins.models.artifact import ArtifactError
+
+UNTRAINED = "lsal-untrained"
+
+
+class Predictor:
+    """Answers /predict from a loaded model (one per project, reloaded only when a new version serves)."""
+
+    def __init__(self, settings: Settings, models: ModelCache, ls: LabelStudioClient | None) -> None:
+        self.settings, self.models, self.ls = settings, models, ls
+        self.fetcher = ImageFetcher(settings, ls)
+
+    def predict(self, store: ProjectStore, project: int, tasks: list[dict[str, Any]], label_config: Any,
+                metrics: Metrics | None = None) -> dict[str, Any]:
+        """{'results': [one per task, same order], 'model_version'}; no results before the first version."""
+        if label_config is not None and not isinstance(label_config, str):
+            raise HTTPException(400, "label_config must be a string")
+        try:
+            target = parse_target(label_config) if label_config else None
+        except UnsupportedConfigError as exc:
+            raise HTTPException(422, str(exc)) from None
+        version = store.current_version()
+        live = store.published()
+        model_version = live["model_version"] if live else UNTRAINED
+        if version is None or not tasks:
+            return {"results": [], "model_version": model_version}
+        try:
+            artifact = self.models.get(project, version)
+        except ArtifactError as exc:
+            raise HTTPException(503, f"model version {version} cannot be loaded: {exc}") from None
+        if target is None:
+            raise HTTPException(400, "label_config is required")
+        if list(target.labels) != artifact.label_map:
+            raise HTTPException(409, f"the labeling config's choices {list(target.labels)} differ from those "
+                                     f"model {version} was trained on {artifact.label_map}; retrain first")
+        pset = store.settings(self.settings.defaults)
+        items = [(i, (t.get("data") or {}).get(target.value_key)) for i, t in enumerate(tasks)]
+        ok, images, skipped = self.fetcher.load_many(items, pset.image_size, pset.channels)
+        probs = artifact.model.predict_proba(images) if len(ok) else np.zeros((0, len(artifact.label_map)))
+        by_index = {i: p for i, p in zip(ok, probs)}
+        reasons = {s.task: f"{s.reason}: {s.detail}" for s in skipped}
+        results = []
+        for i, task in enumerate(tasks):
+            if i not in by_index:
+                results.append({"result": [], "score": 1.0, "model_version": model_version,
+                                "error": reasons.get(i, "no image")})
+                continue
+            p = by_index[i]
+            label = artifact.label_map[int(np.argmax(p))]
+            result = target.result(label)
+            entropy = float(-(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum())
+            ranked = store.task_rank(task["id"]) if isinstance(task.get("id"), int) else None
+            # the score is the task's place in the published order (lowest = label first); a task the order
+            # does not know yet goes after the ranked ones, more uncertain ones first
+            score = ranked["score"] if ranked else 2.0 - entropy / max(np.log(len(p)), 1e-12)
+            result[0]["meta"] = {"text": [f"lsal: confidence {float(p.max()):.3f}; entropy {entropy:.3f}"]}
+            results.append({"result": result, "score": float(score), "model_version": model_version})
+        if metrics is not None:
+            metrics.predicted.labels("ok").inc(len(ok))
+            metrics.predicted.labels("skipped").inc(len(tasks) - len(ok))
+        return {"results": results, "model_version": model_version}

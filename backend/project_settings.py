@@ -1,0 +1,89 @@
+"""Per-project settings (strategy, model, retrain cadence, stream mode), validated by one pydantic model."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from plugins.models import MODELS, build_model
+from plugins.registry import UnknownPluginError
+from plugins.strategies import STRATEGIES, InvalidParamsError, Strategy, StrategyError, StrategySpec, strategy_for
+
+
+class ModelSpec(BaseModel):
+    """A model plugin by name with its hyperparameters."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field("cnn", description="registered model plugin, e.g. 'cnn', 'logistic', 'ensemble'")
+    params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of that model")
+
+
+class ProjectSettings(BaseModel):
+    """What an admin can set per Label Studio project; defaults come from the environment (LSAL_DEFAULTS)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: StrategySpec = Field(default_factory=lambda: StrategySpec(name="badge"))
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    batch_size: int = Field(10, ge=1, le=100_000, description="tasks a batch strategy picks jointly per round")
+    retrain_every: int = Field(10, ge=1, description="retrain after this many annotation changes")
+    min_labels: int = Field(10, ge=2, description="labeled tasks needed before the first training")
+    image_size: int = Field(32, ge=4, le=1024, description="images are decoded and resized to this square size")
+    channels: Literal[1, 3] = Field(3, description="1: grayscale, 3: RGB")
+    holdout_fraction: float = Field(0.2, ge=0.0, lt=0.9,
+                                    description="part of the labeled set held out to measure each version")
+    stream: bool = Field(True, description="score newly imported tasks at once with the current model")
+    stream_threshold: float | None = Field(
+        None, ge=0.0, description="stream mode: tasks whose uncertainty is below this are held back "
+                                  "(ranked last) until the next full rescore")
+    keep_versions: int = Field(3, ge=1, le=100, description="prediction versions kept in Label Studio")
+    seed: int = Field(0, description="seed for training splits and the strategy's random choices")
+
+    def build_strategy(self) -> Strategy:
+        """The project's strategy, with the project's batch size unless its params set one."""
+        return strategy_for(self.strategy, self.batch_size, self.seed)
+
+    def model_params(self) -> dict[str, Any]:
+        """The model's params, with the project's image size and channels where the model takes them."""
+        fields = MODELS.get(self.model.name).Params.model_fields
+        derived = {k: v for k, v in (("image_size", self.image_size), ("channels", self.channels),
+                                     ("seed", self.seed)) if k in fields}
+        return {**derived, **self.model.params}
+
+
+class InvalidSettingsError(ValueError):
+    """Settings an admin asked for that cannot work; the message says why and what is allowed."""
+
+
+def validate_settings(data: dict[str, Any] | ProjectSettings) -> ProjectSettings:
+    """A ProjectSettings whose strategy and model really build, or InvalidSettingsError saying why."""
+    try:
+        settings = data if isinstance(data, ProjectSettings) else ProjectSettings.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidSettingsError(_pydantic_message(exc)) from None
+    if settings.strategy.name not in STRATEGIES:
+        raise InvalidSettingsError(f"unknown strategy {settings.strategy.name!r}; available: "
+                                   f"{', '.join(STRATEGIES.names())}")
+    try:
+        settings.build_strategy()
+    except (InvalidParamsError, StrategyError) as exc:
+        raise InvalidSettingsError(f"strategy {settings.strategy.name!r}: {exc}") from None
+    try:
+        build_model(settings.model.name, 2, **settings.model_params())
+    except UnknownPluginError as exc:
+        raise InvalidSettingsError(str(exc)) from None
+    except (InvalidParamsError, ValueError, TypeError) as exc:
+        raise InvalidSettingsError(f"model {settings.model.name!r}: {exc}") from None
+    return settings
+
+
+def strategy_param_help(name: str) -> dict[str, Any]:
+    """{param: default} of a registered strategy, for error messages and the CLI."""
+    return {k: f.default for k, f in STRATEGIES.get(name).Params.model_fields.items()}
+
+
+def _pydantic_message(exc: ValidationError) -> str:
+    """One readable line per pydantic error: 'field.path: message'."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors())

@@ -1,0 +1,176 @@
+"""Project state kept in Redis: settings, annotation-change counters, model versions, the published ranking.
+
+Keys live under ``lsal:p:<project>:``. Values are JSON. Model weights are not here: they are artifact files
+under MODEL_DIR, and Redis only records which versions exist and which one serves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from redis import Redis
+
+from backend.project_settings import ProjectSettings, validate_settings
+
+PROJECTS_KEY = "lsal:projects"
+
+
+def now() -> float:
+    """Wall-clock seconds (a function, so records share one clock)."""
+    return time.time()
+
+
+@dataclass(frozen=True)
+class ProjectStore:
+    """Typed access to one project's keys."""
+
+    redis: Redis
+    project: int
+
+    def key(self, name: str) -> str:
+        """The Redis key `name` of this project."""
+        return f"lsal:p:{self.project}:{name}"
+
+    # -- settings --------------------------------------------------------------------------------------
+    def settings(self, defaults: ProjectSettings) -> ProjectSettings:
+        """The project's settings: what an admin stored, else `defaults`."""
+        raw = self.redis.get(self.key("settings"))
+        return defaults if raw is None else ProjectSettings.model_validate_json(raw)
+
+    def stored_settings(self) -> dict[str, Any] | None:
+        """The raw settings an admin stored, or None."""
+        raw = self.redis.get(self.key("settings"))
+        return None if raw is None else json.loads(raw)
+
+    def set_settings(self, settings: ProjectSettings) -> ProjectSettings:
+        """Validate and store `settings` (InvalidSettingsError leaves the old ones in force)."""
+        settings = validate_settings(settings)
+        pipe = self.redis.pipeline()
+        pipe.set(self.key("settings"), settings.model_dump_json())
+        pipe.sadd(PROJECTS_KEY, self.project)
+        pipe.execute()
+        return settings
+
+    # -- annotation events -----------------------------------------------------------------------------
+    def record_event(self, action: str, count: int = 1, changes: bool = True) -> int:
+        """Count a webhook event; return the annotation changes not yet taken by a training job."""
+        pipe = self.redis.pipeline()
+        pipe.sadd(PROJECTS_KEY, self.project)
+        pipe.hincrby(self.key("events"), action, count)
+        pipe.hset(self.key("info"), "last_event_at", now())
+        pipe.incrby(self.key("changes"), count if changes else 0)
+        return int(pipe.execute()[-1])
+
+    def take_changes(self) -> int:
+        """Mark the changes counted so far as taken by the job starting now; return how many."""
+        taken = int(self.redis.get(self.key("changes")) or 0)
+        if taken:
+            self.redis.decrby(self.key("changes"), taken)
+        return taken
+
+    def give_back_changes(self, count: int) -> None:
+        """Return changes a failed job took, so the next event triggers a retrain again."""
+        if count:
+            self.redis.incrby(self.key("changes"), count)
+
+    def pending_changes(self) -> int:
+        """Annotation changes since the last training job started."""
+        return int(self.redis.get(self.key("changes")) or 0)
+
+    def events(self) -> dict[str, int]:
+        """Webhook events received, by action."""
+        return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("events")).items()}
+
+    # -- model versions --------------------------------------------------------------------------------
+    def next_version(self) -> str:
+        """A new, never reused model version name ('v1', 'v2', ...)."""
+        return f"v{self.redis.incr(self.key('version_seq'))}"
+
+    def next_publication(self) -> int:
+        """A new publication number (every rescore publishes under a fresh Label Studio model_version)."""
+        return int(self.redis.incr(self.key("publication_seq")))
+
+    def add_version(self, record: dict[str, Any]) -> None:
+        """Record a trained version (name, path, metrics, ...) and make it the serving one."""
+        pipe = self.redis.pipeline()
+        pipe.hset(self.key("versions"), record["version"], json.dumps(record))
+        pipe.set(self.key("current"), record["version"])
+        pipe.sadd(PROJECTS_KEY, self.project)
+        pipe.execute()
+
+    def versions(self) -> list[dict[str, Any]]:
+        """Every recorded version, oldest first."""
+        records = [json.loads(v) for v in self.redis.hvals(self.key("versions"))]
+        return sorted(records, key=lambda r: int(r["version"].lstrip("v")))
+
+    def version(self, name: str) -> dict[str, Any] | None:
+        """The record of version `name`, or None."""
+        raw = self.redis.hget(self.key("versions"), name)
+        return None if raw is None else json.loads(raw)
+
+    def current_version(self) -> str | None:
+        """The model version that serves /predict and the next rescore."""
+        raw = self.redis.get(self.key("current"))
+        return None if raw is None else raw.decode()
+
+    def set_current_version(self, name: str) -> None:
+        """Serve version `name` (a rollback); KeyError when it was never recorded."""
+        if self.version(name) is None:
+            raise KeyError(name)
+        self.redis.set(self.key("current"), name)
+
+    # -- publication (what Label Studio orders by) -----------------------------------------------------
+    def set_published(self, record: dict[str, Any], ranking: dict[int, dict[str, Any]]) -> None:
+        """Record the prediction version now live in Label Studio and its per-task ranking."""
+        pipe = self.redis.pipeline()
+        pipe.set(self.key("published"), json.dumps(record))
+        pipe.delete(self.key("ranking"))
+        for start in range(0, len(ranking), 5000):
+            chunk = dict(list(ranking.items())[start:start + 5000])
+            pipe.hset(self.key("ranking"), mapping={str(k): json.dumps(v) for k, v in chunk.items()})
+        pipe.rpush(self.key("publications"), json.dumps(record))
+        pipe.ltrim(self.key("publications"), -100, -1)
+        pipe.execute()
+
+    def published(self) -> dict[str, Any] | None:
+        """The live publication record ({'model_version', 'version', 'strategy', ...}), or None."""
+        raw = self.redis.get(self.key("published"))
+        return None if raw is None else json.loads(raw)
+
+    def publications(self) -> list[dict[str, Any]]:
+        """Recent publications, oldest first."""
+        return [json.loads(v) for v in self.redis.lrange(self.key("publications"), 0, -1)]
+
+    def task_rank(self, task_id: int) -> dict[str, Any] | None:
+        """The published rank/score/uncertainty of one task, or None."""
+        raw = self.redis.hget(self.key("ranking"), str(task_id))
+        return None if raw is None else json.loads(raw)
+
+    def ranking_head(self, k: int) -> list[dict[str, Any]]:
+        """The first `k` tasks of the published order."""
+        rows = [dict(json.loads(v), task=int(t)) for t, v in self.redis.hgetall(self.key("ranking")).items()]
+        return sorted(rows, key=lambda r: r["rank"])[:k]
+
+    # -- status of the last rounds ---------------------------------------------------------------------
+    def set_info(self, **values: Any) -> None:
+        """Store status fields (JSON values) shown by `lsal status`."""
+        if values:
+            self.redis.hset(self.key("info"), mapping={k: json.dumps(v) for k, v in values.items()})
+
+    def info(self) -> dict[str, Any]:
+        """The status fields stored with set_info."""
+        out = {}
+        for k, v in self.redis.hgetall(self.key("info")).items():
+            try:
+                out[k.decode()] = json.loads(v)
+            except ValueError:
+                out[k.decode()] = v.decode()
+        return out
+
+
+def known_projects(redis: Redis) -> list[int]:
+    """Projects this service has seen (webhooks, settings or versions)."""
+    return sorted(int(p) for p in redis.smembers(PROJECTS_KEY))

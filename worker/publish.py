@@ -1,0 +1,113 @@
+"""publish: write a ranking to Label Studio so that its /next serves our first-ranked task.
+
+Label Studio (uncertainty sampling) serves the unlabeled task with the lowest prediction score among
+predictions whose model_version is the project's model_version. So a publication imports one prediction per
+task under a fresh version string with score = rank / N, and only then switches the project to that version:
+until the switch, annotators keep the previous order; a publication that fails half-way is never live.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import numpy as np
+
+from backend.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
+from worker.context import JobContext
+from worker.score import Scored
+
+VERSION_PREFIX = "lsal-"
+_PUBLICATION = re.compile(r"^lsal-.*-p(\d+)$")
+
+
+def priority_scores(ranks: np.ndarray) -> np.ndarray:
+    """Label Studio scores from ranks: rank 0 gets the lowest score, all in [0, 1)."""
+    n = max(len(ranks), 1)
+    return np.asarray(ranks, dtype=np.float64) / n
+
+
+def build_predictions(scored: Scored, model_version: str, scores: np.ndarray) -> tuple[list[dict], dict]:
+    """(Label Studio predictions, {task: what humans and stream mode need}) for a scored pool."""
+    ranking = scored.ranking
+    ranks = ranking.ranks
+    labels = scored.artifact.label_map
+    confidence = scored.probs.max(axis=1)
+    predicted = scored.probs.argmax(axis=1)
+    entropy = scored.uncertainty()
+    values = ranking.scores
+    n = len(scored.task_ids)
+    predictions, table = [], {}
+    for i, task in enumerate(scored.task_ids):
+        label = labels[int(predicted[i])]
+        result = scored.target.result(label)
+        result[0]["meta"] = {"text": [f"lsal: rank {int(ranks[i]) + 1} of {n} by {ranking.strategy}; "
+                                      f"confidence {confidence[i]:.3f}; entropy {entropy[i]:.3f}"]}
+        prediction: dict[str, Any] = {"task": int(task), "result": result, "score": float(scores[i]),
+                                      "model_version": model_version}
+        if ranking.clusters is not None:
+            prediction["cluster"] = int(ranking.clusters[i])
+        predictions.append(prediction)
+        table[int(task)] = {"rank": int(ranks[i]), "score": float(scores[i]), "label": label,
+                            "confidence": float(confidence[i]), "entropy": float(entropy[i]),
+                            "value": None if values is None else float(values[i])}
+    return predictions, table
+
+
+def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
+    """Import the ranking as a new prediction version, switch the project to it, prune old versions."""
+    store = ctx.store
+    settings = ctx.project_settings
+    number = store.next_publication()
+    model_version = f"{VERSION_PREFIX}{scored.version}-{scored.ranking.strategy}-p{number}"
+    predictions, table = build_predictions(scored, model_version, priority_scores(scored.ranking.ranks))
+    with ctx.phase("publish"):
+        try:
+            ctx.ls.import_predictions(ctx.project, predictions)
+            ctx.ls.update_project(ctx.project, model_version=model_version, sampling=UNCERTAINTY_SAMPLING)
+        except LabelStudioError:
+            _discard(ctx, model_version)
+            raise
+    order = sorted(table, key=lambda t: table[t]["rank"])
+    record = {"model_version": model_version, "version": scored.version, "publication": number,
+              "strategy": scored.strategy.config(), "tasks": len(table), "top": order[:10],
+              "published_at": time.time(), "info": _jsonable(scored.ranking.info)}
+    store.set_published(record, table)
+    with ctx.phase("prune"):
+        pruned = prune_versions(ctx, keep=settings.keep_versions)
+    return {**record, "pruned": pruned}
+
+
+def prune_versions(ctx: JobContext, keep: int) -> list[str]:
+    """Delete our prediction versions in Label Studio except the newest `keep` successful publications."""
+    kept = {p["model_version"] for p in ctx.store.publications()[-keep:]}
+    live = ctx.store.published()
+    if live:
+        kept.add(live["model_version"])
+    removed = []
+    for version in ctx.ls.model_versions(ctx.project):
+        if _PUBLICATION.match(version) and version not in kept:
+            ctx.ls.delete_model_version(ctx.project, version)
+            removed.append(version)
+    return removed
+
+
+def _discard(ctx: JobContext, model_version: str) -> None:
+    """Best effort: remove what a failed publication imported (the next prune catches what remains)."""
+    try:
+        ctx.ls.delete_model_version(ctx.project, model_version)
+    except LabelStudioError:
+        pass
+
+
+def _jsonable(info: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in (info or {}).items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, np.generic):
+            out[k] = v.item()
+        else:
+            out[k] = str(v)[:200]
+    return out
