@@ -119,6 +119,8 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: 
         "published": published,
         "labeled": info.get("labeled"), "unlabeled": info.get("unlabeled"),
         "changes_since_training": store.pending_changes(),
+        "trained_on_tasks_with_annotations": store.trained_count(),
+        "webhook_url": info.get("webhook_url"),
         "events": store.events(),
         "queue": queue_state(redis, queue, store.project),
         "last_retrain": info.get("last_retrain"), "last_rescore": info.get("last_rescore"),

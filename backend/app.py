@@ -147,8 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         live = store(project).published()
         redis.sadd("lsal:projects", project)
         if settings.secret is not None and ls is not None:
-            base = (settings.public_url or str(request.base_url)).rstrip("/")
-            enqueue(redis, settings.queue, "connect", project, f"{base}/webhook", timeout=300, reason="setup")
+            hook = f"{(settings.public_url or str(request.base_url)).rstrip('/')}/webhook"
+            if store(project).info().get("webhook_url") != hook:  # Label Studio calls /setup often
+                enqueue(redis, settings.queue, "connect", project, hook, timeout=300, reason="setup")
         return {"model_version": live["model_version"] if live else UNTRAINED}
 
     @app.post("/predict")
@@ -174,11 +175,18 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if action in ANNOTATION_ACTIONS:
             count = len(body.get("annotations") or []) or 1 if action == "ANNOTATIONS_DELETED" else 1
             changes = s.record_event(action, count)
+            # Label Studio delivers each webhook once with a 1 s timeout, so events can be lost; the project
+            # counters in every payload let a later event make up for the lost ones
+            labeled = (body.get("project") or {}).get("num_tasks_with_annotations") \
+                if isinstance(body.get("project"), dict) else None
+            new_labels = labeled - s.trained_count() if isinstance(labeled, int) else 0
             pset = s.settings(settings.defaults)
-            if changes < pset.retrain_every:
+            due = max(changes, new_labels) >= pset.retrain_every or (
+                s.current_version() is None and isinstance(labeled, int) and labeled >= pset.min_labels)
+            if not due:
                 return {"status": "recorded", "changes": changes, "retrain_every": pset.retrain_every}
             return _queued(enqueue(redis, settings.queue, "retrain", project, timeout=settings.job_timeout_s,
-                                   reason=f"{changes} changes"), "retrain", changes=changes)
+                                   reason=f"{max(changes, new_labels)} changes"), "retrain", changes=changes)
         if action == "START_TRAINING":
             s.record_event(action, 1, changes=False)
             return _queued(enqueue(redis, settings.queue, "retrain", project, timeout=settings.job_timeout_s,

@@ -171,10 +171,9 @@ def report(
     console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
 
 
-if __name__ == "__main__":
-    app()
-
-
 from backend.cli_admin import register as _register_admin  # noqa: E402
 
 _register_admin(app)
+
+if __name__ == "__main__":
+    app()

@@ -115,8 +115,11 @@ class LabelStudioClient:
         created = 0
         for start in range(0, len(predictions), chunk):
             part = predictions[start:start + chunk]
-            self.request("POST", f"/api/projects/{project}/import/predictions",
-                         f"import {len(part)} predictions into project {project}", json=part)
+            what = f"import {len(part)} predictions into project {project}"
+            body = self.request("POST", f"/api/projects/{project}/import/predictions", what, json=part)
+            done = body.get("created") if isinstance(body, dict) else None
+            if done != len(part):  # Label Studio drops predictions it finds invalid without failing the request
+                raise LabelStudioError(f"{what}: Label Studio created {done} of them")
             created += len(part)
         return created
 
@@ -124,7 +127,7 @@ class LabelStudioClient:
         """Delete every prediction of `model_version` in the project; return how many went."""
         body = self.request("DELETE", f"/api/projects/{project}/model-versions/",
                             f"delete predictions of {model_version!r}", json={"model_version": model_version})
-        return int(body) if isinstance(body, (int, float)) else 0
+        return int(body.get("deleted_predictions", 0)) if isinstance(body, dict) else 0
 
     def update_project(self, project: int, **fields: Any) -> dict[str, Any]:
         """PATCH project fields (model_version, sampling, ...)."""

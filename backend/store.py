@@ -80,6 +80,14 @@ class ProjectStore:
         """Annotation changes since the last training job started."""
         return int(self.redis.get(self.key("changes")) or 0)
 
+    def set_trained_count(self, labeled: int) -> None:
+        """Record how many tasks had annotations when the newest version's training read them."""
+        self.redis.set(self.key("trained_count"), int(labeled))
+
+    def trained_count(self) -> int:
+        """Tasks with annotations that the newest version was trained from (0 before the first)."""
+        return int(self.redis.get(self.key("trained_count")) or 0)
+
     def events(self) -> dict[str, int]:
         """Webhook events received, by action."""
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("events")).items()}

@@ -49,3 +49,131 @@ def build_pool(n: int = 120, c: int = 4, k: int = 8, d: int = 16, n_labeled: int
 def make_pool() -> Callable[..., PoolInputs]:
     """Factory for consistent synthetic pools (see build_pool)."""
     return build_pool
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Redis: a private redis-server per test session (never the system one on 6379), flushed before each test.
+# ---------------------------------------------------------------------------------------------------------
+
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def _free_tcp_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RedisServer:
+    """A redis-server child process on 127.0.0.1:<port>, no persistence, data dir in a temp folder.
+
+    `stop()`, `start()` and `restart()` (same port, empty data) let fault tests take Redis away and bring it
+    back; `client()` returns a fresh `redis.Redis` for the server's db 0."""
+
+    def __init__(self, binary: str, workdir: Path, port: int | None = None, startup_timeout: float = 10.0):
+        self.binary = binary
+        self.workdir = Path(workdir)
+        self.port = port or _free_tcp_port()
+        self.startup_timeout = startup_timeout
+        self.log_path = self.workdir / "redis.log"
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def client(self, **kwargs):
+        import redis
+
+        kwargs.setdefault("socket_timeout", 5)
+        return redis.Redis.from_url(self.url, **kwargs)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        import redis
+
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        cmd = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(self.workdir), "--daemonize", "no",
+               "--logfile", str(self.log_path), "--protected-mode", "yes"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + self.startup_timeout
+        while True:
+            if self.proc.poll() is not None:
+                log = self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+                self.proc = None
+                raise RuntimeError(f"redis-server on port {self.port} exited at startup:\n{log}")
+            try:
+                with redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1,
+                                 socket_connect_timeout=1) as probe:
+                    if probe.ping():
+                        return
+            except redis.exceptions.RedisError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"redis-server on port {self.port} did not answer PING "
+                                   f"within {self.startup_timeout:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+    def restart(self) -> None:
+        """Stop and start again on the same port (the data is gone: nothing is persisted)."""
+        self.stop()
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory):
+    """A private redis-server for the session: `.url`, `.port`, `.client()`, `.stop()`, `.start()`,
+    `.restart()`. Skips when the redis-server binary or the `redis` package is missing."""
+    pytest.importorskip("redis", reason="the `redis` package is not installed (pip install redis rq)")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server binary not found on PATH (apt-get install redis-server)")
+    workdir = tmp_path_factory.mktemp("redis")
+    server = None
+    for attempt in range(3):  # another process may grab the port between picking and binding
+        server = RedisServer(binary, workdir)
+        try:
+            server.start()
+            break
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server) -> str:
+    """URL of the session's private Redis, emptied (FLUSHALL) before the test; restarts it if a test
+    left it stopped."""
+    if not redis_server.running:
+        redis_server.start()
+    with redis_server.client() as client:
+        client.flushall()
+    return redis_server.url

@@ -147,6 +147,7 @@ def connect(project: int, webhook_url: str) -> dict[str, Any]:
         # the secret travels in the webhook's headers, read from our environment, never in job arguments
         headers = {SECRET_HEADER: secret} if secret else {}
         hook = ctx.ls.ensure_webhook(ctx.project, webhook_url, headers)
+        ctx.store.set_info(webhook_url=webhook_url)
         live = ctx.store.published()
         if live is not None:
             ctx.ls.update_project(ctx.project, model_version=live["model_version"])

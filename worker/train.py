@@ -55,7 +55,8 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     warm_from = _warm_start(ctx, model, list(target.labels))
 
     def on_progress(values: dict[str, Any]) -> None:
-        ctx.progress(phase=ctx.job.meta.get("phase") if ctx.job else None, **values)
+        # the model's own 'phase' (e.g. which committee member) becomes 'step' beside the job's phase
+        ctx.progress(**{("step" if k == "phase" else k): v for k, v in values.items()})
 
     metrics: dict[str, Any] = {}
     with ctx.phase("train"):
@@ -76,12 +77,15 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     extra = {"project": ctx.project, "tasks": [int(t) for t in ids], "annotations": sorted(sets.annotation_ids),
              "settings": settings.model_dump(mode="json"), "warm_start": warm_from}
     with ctx.phase("save"):
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_artifact(path, model, label_map=list(target.labels), metrics=metrics, extra=extra)
     record = {"version": version, "path": str(path), "created_at": time.time(), "metrics": metrics,
               "labeled": len(ids), "class_counts": dict(counts), "skipped": len(skipped) + len(sets.skipped),
               "model": settings.model.name, "warm_start": warm_from, "max_annotation_id":
                   max(sets.annotation_ids, default=0), "timings": dict(ctx.timings)}
     store.add_version(record)
+    if isinstance(project.get("num_tasks_with_annotations"), int):
+        store.set_trained_count(project["num_tasks_with_annotations"])
     store.set_info(skipped=[s.__dict__ for s in (skipped + sets.skipped)[:50]], labeled=len(ids),
                    unlabeled=len(sets.unlabeled))
     return {"status": "trained", **record}
