@@ -3,6 +3,7 @@
 
 setup:
 	bash .ci/setup
+	bash .ci/setup-label-studio
 
 demo: setup
 	.venv/bin/lsal demo
