@@ -180,7 +180,19 @@ def test_closed_loop_through_label_studio(label_studio, stack, digit_images):
     status = _wait(lambda: (s := _admin(stack, f"{project}/status"))["current_version"] == "v2" and
                    s["published"]["version"] == "v2" and s, 120, "Start Training to publish v2", stack)
     assert status["events"].get("START_TRAINING") == 1
-    assert _ok(ls.get(f"/api/projects/{project}"), "project")["model_version"] == status["published"]["model_version"]
+    live = status["published"]["model_version"]
+    assert _ok(ls.get(f"/api/projects/{project}"), "project")["model_version"] == live
+
+    # stream mode: newly imported tasks join the live order at once, without waiting for a retrain
+    extra = [{"image": u} for u in digit_images.urls[:5]]
+    _ok(ls.post(f"/api/projects/{project}/import", json=extra), "import more tasks")
+    status = _wait(lambda: (s := _admin(stack, f"{project}/status")).get("last_score_new") and s, 60,
+                   "the new tasks to be scored", stack)
+    assert status["last_score_new"]["status"] == "scored" and status["last_score_new"]["tasks"] == 5
+    counts = _ok(ls.get(f"/api/projects/{project}/model-versions/"), "model versions")
+    unlabeled = len(tasks) + 5 - len(labeled)
+    assert counts[live] == unlabeled, counts
+    assert status["published"]["model_version"] == live  # no new publication was needed
 
 
 def _finished_jobs(stack) -> list[str]:
