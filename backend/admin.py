@@ -86,7 +86,7 @@ def _job_view(job: Job) -> dict[str, Any]:
 def queue_state(redis: Redis, queue: str, project: int) -> dict[str, Any]:
     """Queue length, and this project's pending, running and failed jobs."""
     q = Queue(queue, connection=redis)
-    prefix = f"lsal-"
+    prefix = "lsal-"
     mine = f"-p{project}-"
 
     def of_project(ids: list[str]) -> list[str]:

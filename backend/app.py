@@ -14,13 +14,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 from redis.exceptions import RedisError
+from starlette.concurrency import run_in_threadpool
 
 from backend.admin import rollback, set_strategy, status, trigger, update_settings
 from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret
 from backend.config import Settings, get_settings
-from backend.label_config import UnsupportedConfigError, parse_target
-from backend.ls_client import ANNOTATION_ACTIONS, LabelStudioClient
+from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
+from backend.model_api import LabelStudioModel, Services, load_model_class
 from backend.model_cache import ModelCache
 from backend.predictor import Predictor
 from backend.project_settings import InvalidSettingsError, strategy_param_help
@@ -29,7 +30,6 @@ from backend.store import ProjectStore, known_projects
 from plugins.strategies import STRATEGIES
 
 log = logging.getLogger("lsal.backend")
-UNTRAINED = "lsal-untrained"
 # every action Label Studio can send; the ones we do not act on are acknowledged and ignored
 LS_ACTIONS = frozenset({
     "ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_CREATED", "ANNOTATIONS_DELETED", "TASKS_CREATED",
@@ -77,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     models = ModelCache(settings.model_dir)
     ls = LabelStudioClient.from_settings(settings) if settings.label_studio_api_key else None
     predictor = Predictor(settings, models, ls)
+    services = Services(settings, redis, predictor, metrics)
+    model_class = load_model_class(settings.model_class)
     app.state.settings, app.state.redis, app.state.metrics, app.state.models = settings, redis, metrics, models
 
     def store(project: int) -> ProjectStore:
@@ -134,23 +136,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def health() -> dict[str, Any]:
         return {"status": "UP", "model_class": "lsal", "version": app.version}
 
+    def model_for(project: int, label_config: Any) -> LabelStudioModel:
+        if label_config is not None and not isinstance(label_config, str):
+            raise HTTPException(400, "label_config must be a string")
+        return model_class(project, label_config, services)
+
     @app.post("/setup")
     async def setup(request: Request) -> dict[str, Any]:
         body = await json_body(request)
         project = project_id(body.get("project"))
-        schema = body.get("schema")
-        if schema:
-            try:
-                parse_target(schema)
-            except UnsupportedConfigError as exc:
-                raise HTTPException(422, str(exc)) from None
-        live = store(project).published()
-        redis.sadd("lsal:projects", project)
+        model_version = model_for(project, body.get("schema")).setup()
         if settings.secret is not None and ls is not None:
             hook = f"{(settings.public_url or str(request.base_url)).rstrip('/')}/webhook"
             if store(project).info().get("webhook_url") != hook:  # Label Studio calls /setup often
                 enqueue(redis, settings.queue, "connect", project, hook, timeout=300, reason="setup")
-        return {"model_version": live["model_version"] if live else UNTRAINED}
+        return {"model_version": model_version}
 
     @app.post("/predict")
     async def predict(request: Request) -> dict[str, Any]:
@@ -159,8 +159,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise HTTPException(400, "tasks must be a list of task objects")
         project = project_id(body.get("project") or (tasks[0].get("project") if tasks else None))
-        config = body.get("label_config")
-        return await _threadpool(predictor.predict, store(project), project, tasks, config, metrics)
+        model = model_for(project, body.get("label_config"))
+        context = body.get("context") if isinstance(body.get("context"), dict) else None
+        return await run_in_threadpool(model.predict, tasks, context)
 
     @app.post("/webhook", dependencies=[Depends(secret)])
     async def webhook(request: Request) -> dict[str, Any]:
@@ -171,40 +172,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                                      f"{', '.join(sorted(LS_ACTIONS))}")
         metrics.webhooks.labels(action).inc()
         project = project_id(body.get("project"))
-        s = store(project)
-        if action in ANNOTATION_ACTIONS:
-            count = len(body.get("annotations") or []) or 1 if action == "ANNOTATIONS_DELETED" else 1
-            changes = s.record_event(action, count)
-            # Label Studio delivers each webhook once with a 1 s timeout, so events can be lost; the project
-            # counters in every payload let a later event make up for the lost ones
-            labeled = (body.get("project") or {}).get("num_tasks_with_annotations") \
-                if isinstance(body.get("project"), dict) else None
-            new_labels = labeled - s.trained_count() if isinstance(labeled, int) else 0
-            pset = s.settings(settings.defaults)
-            due = max(changes, new_labels) >= pset.retrain_every or (
-                s.current_version() is None and isinstance(labeled, int) and labeled >= pset.min_labels)
-            if not due:
-                return {"status": "recorded", "changes": changes, "retrain_every": pset.retrain_every}
-            return _queued(enqueue(redis, settings.queue, "retrain", project, timeout=settings.job_timeout_s,
-                                   reason=f"{max(changes, new_labels)} changes"), "retrain", changes=changes)
-        if action == "START_TRAINING":
-            s.record_event(action, 1, changes=False)
-            return _queued(enqueue(redis, settings.queue, "retrain", project, timeout=settings.job_timeout_s,
-                                   reason="start training"), "retrain")
-        if action == "TASKS_CREATED":
-            s.record_event(action, 1, changes=False)
-            ids = [t.get("id") for t in body.get("tasks") or [] if isinstance(t, dict)]
-            ids = [i for i in ids if isinstance(i, int)]
-            if ids and s.settings(settings.defaults).stream and s.published():
-                return _queued(enqueue(redis, settings.queue, "score_new", project, ids, coalesce=False,
-                                       timeout=settings.job_timeout_s, reason=f"{len(ids)} new tasks"), "score_new")
-            return {"status": "recorded"}
-        s.record_event(action, 1, changes=False)
-        return {"status": "ignored", "action": action}
-
-    def _queued(enq, kind: str, **extra: Any) -> dict[str, Any]:
-        metrics.enqueued.labels(kind, str(enq.created).lower()).inc()
-        return {"status": "queued" if enq.created else "coalesced", "job": enq.job_id, **extra}
+        return model_for(project, None).fit(action, body)
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -299,8 +267,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     _ROUTES = {r.path for r in app.routes}
     return app
 
-
-async def _threadpool(func, *args):
-    from starlette.concurrency import run_in_threadpool
-
-    return await run_in_threadpool(func, *args)

@@ -35,6 +35,9 @@ class Settings(BaseSettings):
         None, validation_alias="LSAL_PUBLIC_URL",
         description="URL at which Label Studio reaches this backend (for the webhook it registers); "
                     "default: the URL Label Studio used for /setup")
+    model_class: str = Field(
+        "backend.model_api:ActiveLearningModel", validation_alias="LSAL_MODEL_CLASS",
+        description="the LabelStudioModel subclass answering /predict and /webhook (label_studio_ml's shape)")
     queue: str = Field("lsal", validation_alias="LSAL_QUEUE", description="RQ queue the jobs go to")
     image_hosts: Annotated[list[str], NoDecode] = Field(
         default_factory=list, validation_alias="LSAL_IMAGE_HOSTS",
