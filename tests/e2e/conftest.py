@@ -1,5 +1,5 @@
 """Fixtures for end-to-end tests against a real Label Studio (installed in `.ls-venv` by
-`.ci/setup-label-studio`).
+`.ci/setup-label-studio`), run by `backend.stack.LabelStudioServer` (the demo runs it the same way).
 
 * `ls_template` (session): starts Label Studio once on an empty data dir, so the ~40 s of migrations and
   the creation of the admin user, its organization and its API token happen once; then stops it and keeps
@@ -9,10 +9,6 @@
 
 Without `.ls-venv/bin/label-studio` every test here is skipped, unless LSAL_REQUIRE_E2E is set (CI), in
 which case they fail.
-
-Label Studio runs with a settings module of ours that only points its RQ connection at a unix socket that
-does not exist: the community edition never enqueues jobs (REDIS_ENABLED = False) but still PINGs and
-reads `localhost:6379` at import, and these tests must not talk to a system Redis.
 """
 
 from __future__ import annotations
@@ -21,9 +17,6 @@ import http.server
 import json as jsonlib
 import os
 import shutil
-import signal
-import socket
-import subprocess
 import threading
 import time
 import urllib.error
@@ -35,36 +28,14 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-LS_BIN = REPO / ".ls-venv" / "bin" / "label-studio"
+from backend.stack import DEFAULT_LS_BIN, LabelStudioServer, free_port
 
-LS_USERNAME = "admin@example.com"
-LS_PASSWORD = "lsal-e2e-password"
-LS_TOKEN = "5e2e0a1b2c3d4e5f60718293a4b5c6d7e8f90123"  # fixed 40-hex legacy API token of the admin
+REPO = Path(__file__).resolve().parents[2]
+LS_BIN = DEFAULT_LS_BIN
 
 TEMPLATE_TIMEOUT_S = float(os.environ.get("LSAL_LS_TEMPLATE_TIMEOUT", 300))  # migrations: 25-40 s on 2 cores
 START_TIMEOUT_S = float(os.environ.get("LSAL_LS_START_TIMEOUT", 90))
-
-_SETTINGS_MODULE = "lsal_e2e_ls_settings"
-_SETTINGS_SOURCE = '''\
-"""Label Studio settings for the lsal end-to-end tests: the stock ones, with RQ pointed nowhere."""
-# base first: label_studio.py reads django.conf.settings while it is imported, which then sees this
-# half-imported module; with base's names in it already, that read works (as with the stock module).
-from label_studio.core.settings.base import *  # noqa: F401,F403
-from label_studio.core.settings.label_studio import *  # noqa: F401,F403
-
-RQ_QUEUES = {
-    name: {"UNIX_SOCKET_PATH": {sock!r}, "DB": 0, "DEFAULT_TIMEOUT": 180}
-    for name in ("critical", "high", "default", "low")
-}
-'''
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (picked by the OS)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+TASK_LOCK_TTL_S = 1  # /next re-ranks one second after a task was handed out without being labeled
 
 
 @pytest.fixture
@@ -122,54 +93,12 @@ def _require_label_studio() -> None:
     pytest.skip(reason)
 
 
-def _ls_env(data_dir: Path, home: Path, settings_dir: Path) -> dict[str, str]:
-    """A minimal environment: nothing of the caller's LABEL_STUDIO_*/HEARTEX_*/PORT/HOST/DEBUG leaks in
-    (Label Studio reads every setting under its bare name too)."""
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR")}
-    env.update(
-        HOME=str(home),
-        PYTHONPATH=str(settings_dir),
-        DJANGO_SETTINGS_MODULE=_SETTINGS_MODULE,
-        PYTHONUNBUFFERED="1",
-        LATEST_VERSION_CHECK="false",
-        SENTRY_DSN="",
-        FRONTEND_SENTRY_DSN="",
-        COLLECT_ANALYTICS="false",
-        LABEL_STUDIO_BASE_DATA_DIR=str(data_dir),
-        LABEL_STUDIO_USERNAME=LS_USERNAME,
-        LABEL_STUDIO_PASSWORD=LS_PASSWORD,
-        LABEL_STUDIO_USER_TOKEN=LS_TOKEN,
-        LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN="true",
-        ML_BLOCK_LOCAL_IP="false",
-        SSRF_PROTECTION_ENABLED="false",  # ML backends, webhooks and images all live on 127.0.0.1 here
-        TASK_LOCK_TTL="1",
-        LOG_LEVEL="INFO",
-    )
-    return env
-
-
-class LabelStudio:
+class LabelStudio(LabelStudioServer):
     """A running Label Studio: `.url`, `.token`, `.headers`, `.log_path`, `.data_dir`, `.port`, and
     `.request(method, path, json=None)` / `.get` / `.post` / `.patch` / `.delete` for its API."""
 
-    def __init__(self, data_dir: Path, settings_dir: Path, log_path: Path, port: int | None = None):
-        self.data_dir = Path(data_dir)
-        self.settings_dir = Path(settings_dir)
-        self.log_path = Path(log_path)
-        self.port = port or free_port()
-        self.token = LS_TOKEN
-        self.username = LS_USERNAME
-        self.password = LS_PASSWORD
-        self.proc: subprocess.Popen | None = None
-        self._log = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Authorization": f"Token {self.token}"}
+    def __init__(self, data_dir: Path, log_path: Path):
+        super().__init__(data_dir, ls_bin=LS_BIN, log_path=log_path, task_lock_ttl=TASK_LOCK_TTL_S)
 
     def request(self, method: str, path: str, json: Any = None, timeout: float = 60.0, **kw) -> Response:
         url = path if path.startswith("http") else self.url + "/" + path.lstrip("/")
@@ -188,77 +117,14 @@ class LabelStudio:
     def delete(self, path: str, json: Any = None, **kw) -> Response:
         return self.request("DELETE", path, json=json, **kw)
 
-    def log_tail(self, n: int = 4000) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-n:]
-        except OSError:
-            return ""
-
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
-        home = self.data_dir.parent / "home"
-        home.mkdir(parents=True, exist_ok=True)
-        cmd = [str(LS_BIN), "start", "--no-browser", "--internal-host", "127.0.0.1", "-p", str(self.port),
-               "--data-dir", str(self.data_dir), "--username", LS_USERNAME, "--password", LS_PASSWORD,
-               "--user-token", LS_TOKEN, "--enable-legacy-api-token"]
-        self._log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(cmd, cwd=str(self.data_dir.parent), stdin=subprocess.DEVNULL,
-                                     stdout=self._log, stderr=subprocess.STDOUT,
-                                     env=_ls_env(self.data_dir, home, self.settings_dir),
-                                     start_new_session=True)  # own process group: stop() kills it whole
-        try:
-            self._wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            code = self.proc.poll()
-            if code is not None:
-                raise RuntimeError(f"Label Studio exited with {code} before it was ready; log "
-                                   f"{self.log_path}:\n{self.log_tail()}")
-            log = self.log_tail(20000)
-            if f"Port {self.port} is in use" in log:  # Label Studio would move to port + 1 on its own
-                raise RuntimeError(f"port {self.port} is taken; log {self.log_path}:\n{self.log_tail()}")
-            if f"Starting development server at http://127.0.0.1:{self.port}/" in log:  # ours, not another
-                try:
-                    r = http_request("GET", self.url + "/health", timeout=2)
-                    if r.status == 200 and r.json().get("status") == "UP":
-                        return
-                except (OSError, ValueError):
-                    pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"Label Studio did not answer /health within {timeout:.0f} s; log "
-                                   f"{self.log_path}:\n{self.log_tail()}")
-            time.sleep(0.25)
-
-    def stop(self, timeout: float = 20.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            pgid = proc.pid  # start_new_session: the group id is the leader's pid
-            try:
-                os.killpg(pgid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-            try:  # children that outlived the leader, or a leader that ignored SIGTERM
-                os.killpg(pgid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+    def start(self, timeout: float = START_TIMEOUT_S) -> LabelStudio:
+        super().start(timeout)
+        return self
 
 
 @dataclass
 class LabelStudioTemplate:
     data_dir: Path  # migrated data dir with the admin user, its organization and token
-    settings_dir: Path  # holds the settings module (PYTHONPATH)
     migrate_seconds: float
 
 
@@ -266,23 +132,16 @@ class LabelStudioTemplate:
 def ls_template(tmp_path_factory) -> LabelStudioTemplate:
     _require_label_studio()
     root = tmp_path_factory.mktemp("ls-template")
-    settings_dir = root / "settings"
-    settings_dir.mkdir()
-    (settings_dir / f"{_SETTINGS_MODULE}.py").write_text(
-        _SETTINGS_SOURCE.replace("{sock!r}", repr(str(root / "no-redis.sock"))))
-    data_dir = root / "data"
-    data_dir.mkdir()
-    ls = LabelStudio(data_dir, settings_dir, root / "label-studio.log")
+    ls = LabelStudio(root / "data", root / "label-studio.log")
     t0 = time.monotonic()
     ls.start(timeout=TEMPLATE_TIMEOUT_S)
     try:
         r = ls.get("/api/current-user/whoami")
-        if r.status != 200 or r.json().get("email") != LS_USERNAME:
+        if r.status != 200 or r.json().get("email") != ls.username:
             raise RuntimeError(f"the admin token does not authenticate: {r.status} {r.text[:500]}")
     finally:
         ls.stop()
-    return LabelStudioTemplate(data_dir=data_dir, settings_dir=settings_dir,
-                               migrate_seconds=time.monotonic() - t0)
+    return LabelStudioTemplate(data_dir=ls.data_dir, migrate_seconds=time.monotonic() - t0)
 
 
 @pytest.fixture
@@ -290,15 +149,7 @@ def label_studio(ls_template, tmp_path) -> LabelStudio:
     """A fresh Label Studio (copy of the template data dir) on a free port, stopped after the test."""
     data_dir = tmp_path / "ls-data"
     shutil.copytree(ls_template.data_dir, data_dir)
-    ls = LabelStudio(data_dir, ls_template.settings_dir, tmp_path / "label-studio.log")
-    for attempt in range(2):  # the picked port may be taken before Label Studio binds it
-        try:
-            ls.start()
-            break
-        except RuntimeError:
-            if attempt == 1:
-                raise
-            ls.port = free_port()
+    ls = LabelStudio(data_dir, tmp_path / "label-studio.log").start()  # a taken port is retried on another
     try:
         yield ls
     finally:
