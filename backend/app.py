@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from backend.admin import rollback, set_strategy, status, trigger, update_settings
 from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret
 from backend.config import Settings, get_settings
+from backend.credentials import remember_setup_credentials
 from backend.ls_client import LabelStudioClient
 from backend.metrics import Metrics
 from backend.model_api import LabelStudioModel, Services, load_model_class
@@ -76,7 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     metrics = Metrics()
     models = ModelCache(settings.model_dir)
     ls = LabelStudioClient.from_settings(settings) if settings.label_studio_api_key else None
-    predictor = Predictor(settings, models, ls)
+    predictor = Predictor(settings, models, redis)
     services = Services(settings, redis, predictor, metrics)
     model_class = load_model_class(settings.model_class)
     app.state.settings, app.state.redis, app.state.metrics, app.state.models = settings, redis, metrics, models
@@ -146,7 +147,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         body = await json_body(request)
         project = project_id(body.get("project"))
         model_version = model_for(project, body.get("schema")).setup()
-        if settings.secret is not None and ls is not None:
+        delivered = settings.label_studio_api_key is None and remember_setup_credentials(
+            redis, project, body.get("hostname"), body.get("access_token"))
+        if settings.secret is not None and (ls is not None or delivered):
             hook = f"{(settings.public_url or str(request.base_url)).rstrip('/')}/webhook"
             if store(project).info().get("webhook_url") != hook:  # Label Studio calls /setup often
                 enqueue(redis, settings.queue, "connect", project, hook, timeout=300, reason="setup")

@@ -6,11 +6,13 @@ from typing import Any
 
 import numpy as np
 from fastapi import HTTPException
+from redis import Redis
 
 from backend.config import Settings
 from backend.image_fetch import ImageFetcher
 from backend.label_config import UnsupportedConfigError, parse_target
-from backend.ls_client import LabelStudioClient
+from backend.credentials import client_for
+from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.metrics import Metrics
 from backend.model_cache import ModelCache
 from backend.store import ProjectStore
@@ -22,9 +24,20 @@ UNTRAINED = "lsal-untrained"
 class Predictor:
     """Answers /predict from a loaded model (one per project, reloaded only when a new version serves)."""
 
-    def __init__(self, settings: Settings, models: ModelCache, ls: LabelStudioClient | None) -> None:
-        self.settings, self.models, self.ls = settings, models, ls
-        self.fetcher = ImageFetcher(settings, ls)
+    def __init__(self, settings: Settings, models: ModelCache, redis: Redis) -> None:
+        self.settings, self.models, self.redis = settings, models, redis
+        self._fetchers: dict[int, ImageFetcher] = {}
+
+    def fetcher(self, project: int) -> ImageFetcher:
+        """An image fetcher with the project's Label Studio client (None: only allow-listed hosts)."""
+        try:
+            client: LabelStudioClient | None = client_for(self.settings, self.redis, project)
+        except LabelStudioError:
+            client = None
+        key = id(client)
+        if key not in self._fetchers:
+            self._fetchers[key] = ImageFetcher(self.settings, client)
+        return self._fetchers[key]
 
     def predict(self, store: ProjectStore, project: int, tasks: list[dict[str, Any]], label_config: Any,
                 metrics: Metrics | None = None) -> dict[str, Any]:
@@ -51,7 +64,7 @@ class Predictor:
                                      f"model {version} was trained on {artifact.label_map}; retrain first")
         pset = store.settings(self.settings.defaults)
         items = [(i, (t.get("data") or {}).get(target.value_key)) for i, t in enumerate(tasks)]
-        ok, images, skipped = self.fetcher.load_many(items, pset.image_size, pset.channels)
+        ok, images, skipped = self.fetcher(project).load_many(items, pset.image_size, pset.channels)
         probs = artifact.model.predict_proba(images) if len(ok) else np.zeros((0, len(artifact.label_map)))
         by_index = {i: p for i, p in zip(ok, probs)}
         reasons = {s.task: f"{s.reason}: {s.detail}" for s in skipped}

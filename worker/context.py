@@ -13,6 +13,7 @@ from rq import get_current_job
 from rq.job import Job
 
 from backend.config import Settings, get_settings
+from backend.credentials import client_for
 from backend.image_fetch import ImageFetcher
 from backend.ls_client import LabelStudioClient
 from backend.model_cache import ModelCache
@@ -39,7 +40,7 @@ class JobContext:
         settings = get_settings()
         job = get_current_job()
         redis = job.connection if job is not None else Redis.from_url(settings.redis_url)
-        return cls(project, settings, redis, LabelStudioClient.from_settings(settings), job)
+        return cls(project, settings, redis, client_for(settings, redis, project), job)
 
     @property
     def store(self) -> ProjectStore:
@@ -81,4 +82,4 @@ class JobContext:
             self.timings[name] = round(time.perf_counter() - started, 3)
 
     def close(self) -> None:
-        self.ls.close()
+        """Nothing to release: Label Studio clients are shared per process (see backend.credentials)."""

@@ -11,6 +11,7 @@ against the strategy run directly on the same model), that switching strategy ch
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -32,16 +33,17 @@ DEFAULTS = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "param
             "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10, "holdout_fraction": 0.2}
 
 
-@pytest.fixture
-def stack(label_studio, redis_server, digit_images, tmp_path):
+def _start_stack(label_studio, redis_url, digit_images, tmp_path, with_token: bool = True):
     """`lsal serve` and `lsal worker` for the test's Label Studio and Redis; stopped by PID afterwards."""
     port = free_port()
-    env = {"LABEL_STUDIO_URL": label_studio.url, "LABEL_STUDIO_API_KEY": label_studio.token,
-           "REDIS_URL": redis_server.url, "LSAL_SECRET": SECRET, "MODEL_DIR": str(tmp_path / "models"),
-           "LSAL_IMAGE_HOSTS": digit_images.base_url.split("//", 1)[1], "LSAL_DEFAULTS": json.dumps(DEFAULTS),
-           "OMP_NUM_THREADS": "1"}
-    backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"),
-                             tmp_path / "backend.log", env).start()
+    env = {"LABEL_STUDIO_URL": label_studio.url, "REDIS_URL": redis_url, "LSAL_SECRET": SECRET,
+           "MODEL_DIR": str(tmp_path / "models"), "LSAL_IMAGE_HOSTS": digit_images.base_url.split("//", 1)[1],
+           "LSAL_DEFAULTS": json.dumps(DEFAULTS), "OMP_NUM_THREADS": "1"}
+    if with_token:
+        env["LABEL_STUDIO_API_KEY"] = label_studio.token
+    backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
+                                                     "--log-level", "warning"), tmp_path / "backend.log",
+                             env).start()
     worker = ManagedProcess("worker", lsal_command("worker", "--class", "simple"), tmp_path / "worker.log",
                             env).start()
     try:
@@ -54,6 +56,18 @@ def stack(label_studio, redis_server, digit_images, tmp_path):
         for proc in (backend, worker):
             assert SECRET not in proc.log_tail(10**7), f"the secret leaked into the {proc.name} log"
             assert label_studio.token not in proc.log_tail(10**7), f"the token leaked into the {proc.name} log"
+
+
+@pytest.fixture
+def stack(label_studio, redis_url, digit_images, tmp_path):
+    """Backend and worker with LABEL_STUDIO_API_KEY in their environment."""
+    yield from _start_stack(label_studio, redis_url, digit_images, tmp_path)
+
+
+@pytest.fixture
+def stack_without_token(label_studio, redis_url, digit_images, tmp_path):
+    """Backend and worker with no token: they use the one Label Studio sends with /setup."""
+    yield from _start_stack(label_studio, redis_url, digit_images, tmp_path, with_token=False)
 
 
 def _ok(response, what: str):
@@ -133,6 +147,13 @@ def test_closed_loop_through_label_studio(label_studio, stack, digit_images):
     hooks = [h for h in _ok(ls.get(f"/api/webhooks/?project={project}"), "webhooks") if h["url"].startswith(stack.url)]
     assert len(hooks) == 1 and not hooks[0]["send_for_all_actions"], hooks
 
+    doctor = subprocess.run(lsal_command("doctor"), env={**os.environ, **stack.env}, capture_output=True,
+                            text=True, timeout=120)
+    assert doctor.returncode == 0 and "admin@example.com" in doctor.stdout, doctor.stdout + doctor.stderr
+    bad = subprocess.run(lsal_command("doctor"), env={**os.environ, **stack.env, "LABEL_STUDIO_API_KEY": "0" * 40},
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1 and "token is wrong" in bad.stdout, bad.stdout
+
     # an annotator labels 10 tasks in Label Studio's order: exactly one retrain, then a published order
     labeled: set[int] = set()
     for _ in range(10):
@@ -160,7 +181,7 @@ def test_closed_loop_through_label_studio(label_studio, stack, digit_images):
 
     # the admin switches the strategy (CLI, --now): the next order is the new strategy's
     out = subprocess.run(lsal_command("strategy", "set", "--project", str(project), "random", "--seed", "3",
-                                      "--now"), env={**__import__("os").environ, **stack.env},
+                                      "--now"), env={**os.environ, **stack.env},
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     status = _wait(lambda: (s := _admin(stack, f"{project}/status"))["published"]["model_version"] != live and s,
@@ -202,3 +223,22 @@ def _finished_jobs(stack) -> list[str]:
 
     q = Queue("lsal", connection=Redis.from_url(stack.env["REDIS_URL"]))
     return FinishedJobRegistry(queue=q).get_job_ids()
+
+
+def test_without_a_token_the_backend_uses_the_one_setup_delivers(label_studio, stack_without_token,
+                                                                   digit_images):
+    ls, stack = label_studio, stack_without_token
+    project = _ok(ls.post("/api/projects/", json={"title": "no token", "label_config": CONFIG}), "project")["id"]
+    stack.project = project
+    _ok(ls.post(f"/api/projects/{project}/import", json=[{"image": u} for u in digit_images.urls[:60]]), "import")
+    truth = dict(zip(digit_images.urls, digit_images.labels))
+    _ok(ls.post("/api/ml", json={"project": project, "url": stack.url, "title": "lsal", "auth_method": "BASIC_AUTH",
+                                 "basic_auth_user": "lsal", "basic_auth_pass": SECRET}), "connect")
+    _wait(lambda: _admin(stack, f"{project}/status")["webhook_url"], 60, "the webhook registration", stack)
+    for _ in range(10):
+        task = _next(ls, project)
+        _label(ls, task, truth[task["data"]["image"]])
+    status = _wait(lambda: (s := _admin(stack, f"{project}/status"))["published"] and s, 120, "a publication",
+                   stack)
+    assert _ok(ls.get(f"/api/projects/{project}"), "project")["model_version"] == status["published"]["model_version"]
+    assert ls.token not in json.dumps(status)  # the delivered token stays out of status
