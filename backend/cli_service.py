@@ -34,7 +34,8 @@ def run_worker(settings: Settings, kind: str = "auto", burst: bool = False, name
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     redis = Redis.from_url(settings.redis_url)
     w = worker_class(kind)(queues or [settings.queue], connection=redis, name=name)
-    return w.work(burst=burst, logging_level="INFO")
+    # the scheduler runs the retries of failed jobs (queueing.RETRY_INTERVALS_S)
+    return w.work(burst=burst, logging_level="INFO", with_scheduler=True)
 
 
 def serve(host: Annotated[str, typer.Option(help="interface to listen on")] = "0.0.0.0",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -37,14 +38,14 @@ def _describe(exc: Exception, what: str) -> LabelStudioError:
 class LabelStudioClient:
     """Typed access to one Label Studio instance with one API token."""
 
-    def __init__(self, url: str, api_key: str, timeout: float = 30.0, max_retries: int = 3) -> None:
+    def __init__(self, url: str, api_key: str, timeout: float = 30.0, max_retries: int = 3,
+                 backoff_s: float = 0.5) -> None:
         if not api_key:
             raise LabelStudioError("no Label Studio API token: set LABEL_STUDIO_API_KEY")
         self.url = url.rstrip("/")
         self.sdk = LabelStudio(base_url=self.url, api_key=api_key, timeout=timeout)
-        self._max_retries = max_retries
-        self._http = httpx.Client(base_url=self.url, timeout=timeout,
-                                  transport=httpx.HTTPTransport(retries=max_retries))
+        self._max_retries, self.backoff_s = max_retries, backoff_s
+        self._http = httpx.Client(base_url=self.url, timeout=timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> LabelStudioClient:
@@ -60,13 +61,25 @@ class LabelStudioClient:
         return {k: v for k, v in self.sdk._client_wrapper.get_headers().items() if k.lower() == "authorization"}
 
     def request(self, method: str, path: str, what: str, **kwargs: Any) -> Any:
-        """One REST call with the token; JSON (or None) back, LabelStudioError on failure."""
-        try:
-            response = self._http.request(method, path, headers=self._headers(), **kwargs)
-            response.raise_for_status()
-        except httpx.HTTPError as exc:
-            raise _describe(exc, what) from None
-        return response.json() if response.content else None
+        """One REST call with the token; JSON (or None) back, LabelStudioError on failure.
+
+        Connection errors, 429 and 5xx are retried `max_retries` times with exponential backoff
+        (0.5 s, 1 s, 2 s, ...); other errors fail at once.
+        """
+        for attempt in range(self._max_retries + 1):
+            try:
+                response = self._http.request(method, path, headers=self._headers(), **kwargs)
+                response.raise_for_status()
+                return response.json() if response.content else None
+            except httpx.HTTPStatusError as exc:
+                retryable = exc.response.status_code == 429 or exc.response.status_code >= 500
+                if not retryable or attempt == self._max_retries:
+                    raise _describe(exc, what) from None
+            except httpx.HTTPError as exc:
+                if attempt == self._max_retries:
+                    raise _describe(exc, what) from None
+            time.sleep(self.backoff_s * 2 ** attempt)
+        raise AssertionError("unreachable")
 
     # -- reads ------------------------------------------------------------------------------------------
     def whoami(self) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass
 
 from redis import Redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -23,6 +23,8 @@ JOBS = {
     "score_new": "worker.jobs.score_new_tasks",
     "connect": "worker.jobs.connect",
 }
+# a failed job (Label Studio down, a worker killed mid-job: RQ re-runs abandoned jobs) runs again after these
+RETRY_INTERVALS_S = (10, 60, 300)
 _DONE = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
@@ -64,6 +66,7 @@ def enqueue(redis: Redis, queue: str, kind: str, project: int, *args: object, ti
         try:
             Queue(queue, connection=redis).enqueue(
                 func, project, *args, job_id=job_id, job_timeout=timeout, result_ttl=7 * 86400,
+                retry=Retry(max=len(RETRY_INTERVALS_S), interval=list(RETRY_INTERVALS_S)),
                 failure_ttl=30 * 86400, meta={"project": project, "kind": kind, "reason": reason},
                 description=f"{kind} project {project}" + (f" ({reason})" if reason else ""))
         except Exception:

@@ -86,8 +86,9 @@ def _admin(stack, path: str) -> dict:
 def _wait(predicate, timeout: float, what: str, stack=None):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if stack is not None and _admin(stack, f"{stack.project}/status")["queue"]["failed"]:
-            break  # a job failed: report it now instead of waiting out the timeout
+        if stack is not None and any((_admin(stack, f"{stack.project}/status").get(k) or {}).get("status") ==
+                                     "failed" for k in ("last_retrain", "last_rescore", "last_score_new")):
+            break  # a job failed (it will be retried later): report it now instead of waiting out the timeout
         value = predicate()
         if value:
             return value
