@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 from fastapi import HTTPException
 from redis import Redis
+from redis.exceptions import RedisError
 
 from backend.config import Settings
 from backend.image_fetch import ImageFetcher
@@ -15,6 +16,7 @@ from backend.credentials import client_for
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.metrics import Metrics
 from backend.model_cache import ModelCache
+from backend.project_settings import ProjectSettings
 from backend.store import ProjectStore
 from plugins.models.artifact import ArtifactError
 
@@ -27,6 +29,7 @@ class Predictor:
     def __init__(self, settings: Settings, models: ModelCache, redis: Redis) -> None:
         self.settings, self.models, self.redis = settings, models, redis
         self._fetchers: dict[int, ImageFetcher] = {}
+        self._last_state: dict[int, tuple[str | None, str, ProjectSettings]] = {}
 
     def fetcher(self, project: int) -> ImageFetcher:
         """An image fetcher with the project's Label Studio client (None: only allow-listed hosts)."""
@@ -34,10 +37,37 @@ class Predictor:
             client: LabelStudioClient | None = client_for(self.settings, self.redis, project)
         except LabelStudioError:
             client = None
-        key = id(client)
-        if key not in self._fetchers:
-            self._fetchers[key] = ImageFetcher(self.settings, client)
-        return self._fetchers[key]
+        except RedisError:
+            if project in self._fetchers:  # Redis briefly away: keep the client found before
+                return self._fetchers[project]
+            client = None
+        held = self._fetchers.get(project)
+        if held is None or held.ls is not client:
+            held = self._fetchers[project] = ImageFetcher(self.settings, client)
+        return held
+
+    def _state(self, store: ProjectStore) -> tuple[str | None, str, ProjectSettings]:
+        """(serving version, live model_version, settings) from Redis, or the last ones seen if Redis is down."""
+        try:
+            live = store.published()
+            state = (store.current_version(), live["model_version"] if live else UNTRAINED,
+                     store.settings(self.settings.defaults))
+        except RedisError:
+            if store.project not in self._last_state:
+                raise
+            return self._last_state[store.project]  # keep answering from the loaded model
+        self._last_state[store.project] = state
+        return state
+
+    @staticmethod
+    def _rank(store: ProjectStore, task_id: Any) -> dict[str, Any] | None:
+        """The task's published rank, None when unknown or Redis is down."""
+        if not isinstance(task_id, int):
+            return None
+        try:
+            return store.task_rank(task_id)
+        except RedisError:
+            return None
 
     def predict(self, store: ProjectStore, project: int, tasks: list[dict[str, Any]], label_config: Any,
                 metrics: Metrics | None = None) -> dict[str, Any]:
@@ -48,9 +78,7 @@ class Predictor:
             target = parse_target(label_config) if label_config else None
         except UnsupportedConfigError as exc:
             raise HTTPException(422, str(exc)) from None
-        version = store.current_version()
-        live = store.published()
-        model_version = live["model_version"] if live else UNTRAINED
+        version, model_version, pset = self._state(store)
         if version is None or not tasks:
             return {"results": [], "model_version": model_version}
         try:
@@ -62,7 +90,6 @@ class Predictor:
         if list(target.labels) != artifact.label_map:
             raise HTTPException(409, f"the labeling config's choices {list(target.labels)} differ from those "
                                      f"model {version} was trained on {artifact.label_map}; retrain first")
-        pset = store.settings(self.settings.defaults)
         items = [(i, (t.get("data") or {}).get(target.value_key)) for i, t in enumerate(tasks)]
         ok, images, skipped = self.fetcher(project).load_many(items, pset.image_size, pset.channels)
         probs = artifact.model.predict_proba(images) if len(ok) else np.zeros((0, len(artifact.label_map)))
@@ -78,7 +105,7 @@ class Predictor:
             label = artifact.label_map[int(np.argmax(p))]
             result = target.result(label)
             entropy = float(-(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum())
-            ranked = store.task_rank(task["id"]) if isinstance(task.get("id"), int) else None
+            ranked = self._rank(store, task.get("id"))
             # the score is the task's place in the published order (lowest = label first); a task the order
             # does not know yet goes after the ranked ones, more uncertain ones first
             score = ranked["score"] if ranked else 2.0 - entropy / max(np.log(len(p)), 1e-12)

@@ -130,3 +130,22 @@ def test_predict_rejects_bad_requests_with_4xx(served):
     response = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": "x"}}], "project": 5,
                                              "label_config": other})
     assert response.status_code == 409 and "retrain" in response.json()["detail"]
+
+
+def test_with_redis_down_predict_keeps_answering_and_webhooks_get_503(served, images, redis_server):
+    client, _ = served
+    base, _ = images
+    body = {"tasks": [{"id": 1, "data": {"image": f"{base}/0.png"}}], "project": 5, "label_config": CONFIG}
+    before = client.post("/predict", json=body).json()
+    redis_server.stop()
+    try:
+        during = client.post("/predict", json=body)
+        assert during.status_code == 200 and during.json()["results"][0]["result"] == before["results"][0]["result"]
+        hook = client.post("/webhook", json={"action": "START_TRAINING", "project": {"id": 5}},
+                           headers={"X-LSAL-Secret": "s3cret-for-tests-only"})
+        assert hook.status_code == 503 and hook.headers["retry-after"] == "5"
+        cold = client.post("/predict", json={**body, "project": 6})  # a project it never served: no state
+        assert cold.status_code == 503
+    finally:
+        redis_server.start()
+    assert client.post("/predict", json=body).status_code == 200
