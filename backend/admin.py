@@ -66,6 +66,35 @@ def trigger(redis: Redis, queue: str, project: int, kind: str, reason: str, time
     return enqueue(redis, queue, kind, project, timeout=timeout, reason=reason)
 
 
+def retrain_due(store: ProjectStore, settings: ProjectSettings, labeled: int | None) -> int | None:
+    """How many changes make a retrain due now (None: not due); `labeled` = Label Studio's annotated tasks."""
+    changes = store.pending_changes()
+    new_labels = labeled - store.trained_count() if isinstance(labeled, int) else 0
+    if max(changes, new_labels) >= settings.retrain_every:
+        return max(changes, new_labels)
+    if store.current_version() is None and isinstance(labeled, int) and labeled >= settings.min_labels:
+        return labeled
+    return None
+
+
+def reconcile(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: str, timeout: int,
+              labeled: int | None) -> dict[str, Any]:
+    """Enqueue what lost webhooks or a Redis outage left undone: a due retrain, an unpublished version."""
+    settings = store.settings(defaults)
+    out: dict[str, Any] = {"project": store.project, "labeled": labeled, "trained_on": store.trained_count()}
+    due = retrain_due(store, settings, labeled)
+    if due is not None:
+        out["retrain"] = enqueue(redis, queue, "retrain", store.project, timeout=timeout,
+                                 reason=f"reconcile: {due} changes").job_id
+        return out
+    live = store.published()
+    current = store.current_version()
+    if current is not None and (live is None or live.get("version") != current):
+        out["rescore"] = enqueue(redis, queue, "rescore", store.project, timeout=timeout,
+                                 reason="reconcile: serving version not published").job_id
+    return out
+
+
 def rollback(store: ProjectStore, version: str) -> dict[str, Any]:
     """Serve an earlier model version (the caller then enqueues a rescore to publish its order)."""
     record = store.version(version)

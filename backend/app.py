@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -20,7 +21,8 @@ from backend.admin import rollback, set_strategy, status, trigger, update_settin
 from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret
 from backend.config import Settings, get_settings
 from backend.credentials import remember_setup_credentials
-from backend.ls_client import LabelStudioClient
+from backend.ls_client import LabelStudioClient, LabelStudioError
+from backend.reconciler import Reconciler, reconcile_project
 from backend.metrics import Metrics
 from backend.model_api import LabelStudioModel, Services, load_model_class
 from backend.model_cache import ModelCache
@@ -71,9 +73,19 @@ class RollbackBody(BaseModel):
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The backend application for `settings` (default: from the environment)."""
     settings = settings or get_settings()
-    app = FastAPI(title="Label Studio Active Learning backend", version="0.1.0",
-                  description="Label Studio ML backend protocol plus the admin API of lsal.")
     redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        reconciler = Reconciler(settings, redis, settings.reconcile_s) if settings.reconcile_s > 0 else None
+        if reconciler is not None:
+            reconciler.start()
+        yield
+        if reconciler is not None:
+            reconciler.stop()
+
+    app = FastAPI(title="Label Studio Active Learning backend", version="0.1.0", lifespan=lifespan,
+                  description="Label Studio ML backend protocol plus the admin API of lsal.")
     metrics = Metrics()
     models = ModelCache(settings.model_dir)
     ls = LabelStudioClient.from_settings(settings) if settings.label_studio_api_key else None
@@ -241,6 +253,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def post_rescore(project: int) -> dict[str, Any]:
         job = trigger(redis, settings.queue, project, "rescore", "admin", settings.job_timeout_s)
         return {"job": job.job_id, "created": job.created}
+
+    @app.post("/admin/projects/{project}/reconcile", **admin)
+    def post_reconcile(project: int) -> dict[str, Any]:
+        try:
+            return reconcile_project(settings, redis, project)
+        except LabelStudioError as exc:
+            raise HTTPException(502, str(exc)) from None
 
     @app.get("/admin/projects/{project}/versions", **admin)
     def get_versions(project: int) -> dict[str, Any]:

@@ -197,6 +197,26 @@ def status_cmd(project: Project, as_json: AsJson = False) -> None:
         console.print(f"{len(st['skipped'])} task(s) skipped, e.g. {st['skipped'][:3]}")
 
 
+def reconcile_cmd(project: Annotated[int | None, typer.Option("--project", "-p", min=1,
+                                                              help="one project (default: every known one)")]
+                  = None) -> None:
+    """Compare Label Studio's annotation counts with the trained ones; enqueue the retrains lost events missed."""
+    from backend.ls_client import LabelStudioError
+    from backend.reconciler import reconcile_all, reconcile_project
+
+    redis, _ = _store(project or 1)
+    try:
+        results = [reconcile_project(get_settings(), redis, project)] if project else \
+            reconcile_all(get_settings(), redis)
+    except LabelStudioError as exc:
+        raise _fail(str(exc)) from None
+    for r in results:
+        action = r.get("retrain") and f"retrain queued ({r['retrain']})" or r.get("rescore") and \
+            f"rescore queued ({r['rescore']})" or r.get("error") or "up to date"
+        console.print(f"project {r['project']}: Label Studio has {r.get('labeled')} annotated tasks, newest version "
+                      f"trained on {r.get('trained_on')}: {action}")
+
+
 def doctor() -> None:
     """Check Redis, Label Studio (URL and token), the model directory and the workers; say what is wrong."""
     from rq import Queue, Worker
@@ -266,5 +286,6 @@ def register(app: typer.Typer) -> None:
     app.command("rollback")(rollback_cmd)
     app.command("status")(status_cmd)
     app.command()(doctor)
+    app.command("reconcile")(reconcile_cmd)
     app.command()(serve)
     app.command()(worker)

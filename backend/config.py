@@ -45,6 +45,8 @@ class Settings(BaseSettings):
     image_max_bytes: int = Field(20 * 2**20, gt=0, validation_alias="LSAL_IMAGE_MAX_BYTES")
     image_timeout_s: float = Field(10.0, gt=0, validation_alias="LSAL_IMAGE_TIMEOUT_S")
     max_body_bytes: int = Field(32 * 2**20, gt=0, validation_alias="LSAL_MAX_BODY_BYTES")
+    reconcile_s: float = Field(300.0, ge=0, validation_alias="LSAL_RECONCILE_S",
+                               description="compare Label Studio's counts with the trained ones this often (0: never)")
     job_timeout_s: int = Field(3600, gt=0, validation_alias="LSAL_JOB_TIMEOUT_S")
     defaults: ProjectSettings = Field(
         default_factory=ProjectSettings, validation_alias="LSAL_DEFAULTS",

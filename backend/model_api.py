@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import HTTPException
 from redis import Redis
 
+from backend.admin import retrain_due
 from backend.config import Settings
 from backend.label_config import UnsupportedConfigError, parse_target
 from backend.ls_client import ANNOTATION_ACTIONS
@@ -89,14 +90,11 @@ class ActiveLearningModel(LabelStudioModel):
             # Label Studio delivers each webhook once with a 1 s timeout, so events can be lost; the project
             # counters in every payload let a later event make up for the lost ones
             project = data.get("project") if isinstance(data.get("project"), dict) else {}
-            labeled = project.get("num_tasks_with_annotations")
-            new_labels = labeled - s.trained_count() if isinstance(labeled, int) else 0
             pset = s.settings(settings.defaults)
-            due = max(changes, new_labels) >= pset.retrain_every or (
-                s.current_version() is None and isinstance(labeled, int) and labeled >= pset.min_labels)
-            if not due:
+            due = retrain_due(s, pset, project.get("num_tasks_with_annotations"))
+            if due is None:
                 return {"status": "recorded", "changes": changes, "retrain_every": pset.retrain_every}
-            return self._queued("retrain", f"{max(changes, new_labels)} changes", changes=changes)
+            return self._queued("retrain", f"{due} changes", changes=changes)
         if event == "START_TRAINING":
             s.record_event(event, 1, changes=False)
             return self._queued("retrain", "start training")

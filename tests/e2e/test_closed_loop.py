@@ -243,3 +243,18 @@ def test_without_a_token_the_backend_uses_the_one_setup_delivers(label_studio, s
                    stack)
     assert _ok(ls.get(f"/api/projects/{project}"), "project")["model_version"] == status["published"]["model_version"]
     assert ls.token not in json.dumps(status)  # the delivered token stays out of status
+
+    # events lost (webhook off, as when Label Studio's 1 s delivery times out): reconciliation catches up
+    for hook in _ok(ls.get(f"/api/webhooks/?project={project}"), "webhooks"):
+        _ok(ls.patch(f"/api/webhooks/{hook['id']}/", json={"is_active": False}), "disable the webhook")
+    for _ in range(10):
+        task = _next(ls, project)
+        _label(ls, task, truth[task["data"]["image"]])
+    time.sleep(2)
+    assert _admin(stack, f"{project}/status")["current_version"] == "v1"  # no event reached us
+    out = subprocess.run(lsal_command("reconcile", "--project", str(project)), env={**os.environ, **stack.env},
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "20 annotated tasks" in out.stdout and "retrain queued" in out.stdout, out.stdout
+    status = _wait(lambda: (s := _admin(stack, f"{project}/status"))["published"]["version"] == "v2" and s, 120,
+                   "the reconciled retrain to publish", stack)
+    assert status["versions"][-1]["labeled"] == 20
