@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,13 +40,60 @@ def strategies(as_json: Annotated[bool, typer.Option("--json", help="print JSON 
 
 @app.command()
 def demo(
-    strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = DEMO_STRATEGIES,
-    seeds: Annotated[int, typer.Option(min=1, help="repetitions with different seeds")] = 3,
-    initial: Annotated[int, typer.Option(min=1, help="labels before the first round")] = 20,
-    batch: Annotated[int, typer.Option(min=1, help="labels added per round")] = 10,
-    rounds: Annotated[int, typer.Option(min=1, help="rounds after the initial training")] = 10,
-    out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/demo"),
+    offline: Annotated[bool, typer.Option("--offline", help="the offline simulation only: strategies against "
+                                          "random, no Label Studio")] = False,
+    strategy: Annotated[str, typer.Option(help="acquisition strategy of the demo project")] = "margin",
+    tasks: Annotated[int, typer.Option(min=20, help="digits imported into Label Studio (the rest is the "
+                                       "held-out test set)")] = 300,
+    rounds: Annotated[int | None, typer.Option(min=1, help="rounds of labels (default 5; --offline: 10)")] = None,
+    batch: Annotated[int, typer.Option(min=1, help="labels per round (the project retrains after each)")] = 10,
+    workdir: Annotated[Path, typer.Option(help="data dir: Label Studio's database (kept between runs), "
+                                          "models, images, logs")] = Path("lsal-data/demo"),
+    port: Annotated[int | None, typer.Option(help="port of `lsal serve` (default: a free one)")] = None,
+    ls_port: Annotated[int | None, typer.Option(help="port of Label Studio (default: a free one)")] = None,
+    keep_running: Annotated[bool, typer.Option("--keep-running", help="after the rounds, keep the stack up "
+                                               "(label in Label Studio yourself) until Ctrl-C")] = False,
+    strategy_names: Annotated[str | None, typer.Option(
+        "--strategies", help=f"--offline: comma-separated strategies (default: {DEMO_STRATEGIES})")] = None,
+    seeds: Annotated[int | None, typer.Option(min=1, help="--offline: repetitions with different seeds "
+                                              "(default 3)")] = None,
+    initial: Annotated[int | None, typer.Option(min=1, help="--offline: labels before the first round "
+                                                "(default 20)")] = None,
+    out: Annotated[Path | None, typer.Option(help="--offline: output folder (default: runs/demo)")] = None,
 ) -> None:
+    """The whole stack on this machine: Label Studio, the lsal backend and a worker, a private Redis; a
+    simulated annotator labels digits in Label Studio's order and the model's accuracy is printed per round.
+    With --offline: the active-learning loop simulated without Label Studio, strategies against random."""
+    offline_only = {"--strategies": strategy_names, "--seeds": seeds, "--initial": initial, "--out": out}
+    if offline:
+        full_only = {"--strategy": strategy != "margin", "--tasks": tasks != 300, "--port": port,
+                     "--ls-port": ls_port, "--keep-running": keep_running,
+                     "--workdir": workdir != Path("lsal-data/demo")}
+        given = [k for k, v in full_only.items() if v]
+        if given:
+            raise typer.BadParameter(f"{', '.join(given)} only apply without --offline")
+        _offline_demo(strategy_names or DEMO_STRATEGIES, seeds or 3, initial or 20, batch, rounds or 10,
+                      out or Path("runs/demo"))
+        return
+    given = [k for k, v in offline_only.items() if v is not None]
+    if given:
+        raise typer.BadParameter(f"{', '.join(given)} only apply with --offline")
+    from backend.demo import DemoError, DemoOptions, run_demo
+
+    options = DemoOptions(workdir=workdir, tasks=tasks, rounds=rounds or 5, batch=batch, strategy=strategy,
+                          port=port, ls_port=ls_port, keep_running=keep_running)
+    try:
+        run_demo(options, console)
+    except DemoError as exc:
+        console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True, highlight=False)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: everything the demo started is stopped")
+        raise typer.Exit(130) from None
+    console.print("done: everything the demo started is stopped")
+
+
+def _offline_demo(strategy_names: str, seeds: int, initial: int, batch: int, rounds: int, out: Path) -> None:
     """Offline demo: the active-learning loop on scikit-learn's bundled digits, strategies against random."""
     from plugins.simulation import SimulationConfig, curves
 

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -340,9 +339,3 @@ class LabelStudioServer:
         """Stop the process group (SIGTERM, then SIGKILL)."""
         if self.process is not None:
             self.process.stop(timeout)
-
-    def __enter__(self) -> LabelStudioServer:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()

@@ -27,8 +27,8 @@ def test_strategies_lists_every_registered_strategy_with_its_inputs() -> None:
 
 
 def test_demo_runs_the_loop_and_prints_accuracy_per_round(tmp_path) -> None:
-    result = runner.invoke(app, ["demo", "--strategies", "random,margin", "--seeds", "1", "--rounds", "2",
-                                 "--out", str(tmp_path)])
+    result = runner.invoke(app, ["demo", "--offline", "--strategies", "random,margin", "--seeds", "1",
+                                 "--rounds", "2", "--out", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "margin" in result.output and "vs random" in result.output
     assert (tmp_path / "learning_curve.png").is_file()

@@ -33,8 +33,8 @@ from backend.stack import DEFAULT_LS_BIN, LabelStudioServer, free_port
 REPO = Path(__file__).resolve().parents[2]
 LS_BIN = DEFAULT_LS_BIN
 
-TEMPLATE_TIMEOUT_S = float(os.environ.get("LSAL_LS_TEMPLATE_TIMEOUT", 300))  # migrations: 25-40 s on 2 cores
-START_TIMEOUT_S = float(os.environ.get("LSAL_LS_START_TIMEOUT", 90))
+TEMPLATE_TIMEOUT_S = float(os.environ.get("LSAL_LS_TEMPLATE_TIMEOUT", "300"))  # migrations: 25-40 s on 2 cores
+START_TIMEOUT_S = float(os.environ.get("LSAL_LS_START_TIMEOUT", "90"))
 TASK_LOCK_TTL_S = 1  # /next re-ranks one second after a task was handed out without being labeled
 
 
@@ -171,7 +171,7 @@ class DigitImages:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):  # noqa: A002
+    def log_message(self, format, *args):
         pass
 
 

@@ -1,0 +1,568 @@
+"""`lsal demo`: the whole product on this machine, driven by a simulated annotator.
+
+It starts a private redis-server, Label Studio (from `.ls-venv`), `lsal serve` and one `lsal worker`;
+renders scikit-learn's bundled digits to PNG files served over HTTP from 127.0.0.1 (the rest of the digits
+are held out as a test set); creates a Label Studio project, imports the images and connects the backend as
+an admin would. Then an annotator who knows the truth labels in Label Studio's order (`/next`), one batch
+per round; after each round the worker retrains and publishes a new order, and the demo prints the served
+model's accuracy on the held-out digits and the head of the new order.
+
+Everything it starts runs in a process group of its own and is stopped by PID when the demo ends, fails
+or is interrupted (Ctrl-C, SIGTERM). The Label Studio data dir under `--workdir` is kept between runs, so
+its migrations (30-60 s) happen once; each run creates a fresh project.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import os
+import secrets
+import shutil
+import signal
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from rich.console import Console
+
+from backend.stack import (
+    DEFAULT_LS_BIN,
+    LabelStudioServer,
+    ManagedProcess,
+    free_port,
+    lsal_command,
+    port_is_free,
+    redis_process,
+    wait_for_redis,
+)
+
+CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
+LABEL_CONFIG = (f'<View><Image name="image" value="$image"/><Choices name="label" toName="image" '
+                f'choice="single-radio" showInLine="true">{CHOICES}</Choices></View>')
+N_DIGITS = 1797  # scikit-learn's bundled digits
+MIN_HELD_OUT = 100
+ML_USER = "lsal"  # the basic-auth user of the ML backend connection; the password is LSAL_SECRET
+TASK_LOCK_TTL_S = 30  # a task handed out but not labeled returns to the order after this long
+_STRIPPED_ENV = ("LSAL_", "LABEL_STUDIO_", "HEARTEX_", "BASIC_AUTH_")  # ours are set explicitly
+
+
+class DemoError(RuntimeError):
+    """The demo cannot go on; the message says why (with a log tail where one helps)."""
+
+
+@dataclass
+class DemoOptions:
+    workdir: Path = Path("lsal-data/demo")
+    tasks: int = 300
+    rounds: int = 5
+    batch: int = 10
+    strategy: str = "margin"
+    port: int | None = None  # of `lsal serve`; a free one when None
+    ls_port: int | None = None  # of Label Studio; a free one when None
+    keep_running: bool = False
+    ls_bin: Path = DEFAULT_LS_BIN
+    round_timeout_s: float = 300.0
+    seed: int = 0
+
+    def defaults(self) -> dict[str, Any]:
+        """LSAL_DEFAULTS: the settings of the demo project (a small, fast model on 8x8 grayscale)."""
+        return {"strategy": {"name": self.strategy}, "model": {"name": "logistic", "params": {"committee": 1}},
+                "image_size": 8, "channels": 1, "retrain_every": self.batch, "min_labels": min(10, self.batch)}
+
+
+# --------------------------------------------------------------------------------------------------------
+# Data: digits as PNG files (tasks) and as arrays (held-out test set)
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DigitData:
+    files: list[Path]  # the task images, in import order
+    labels: list[str]  # the true class of each file
+    test_x: np.ndarray  # (N, 8, 8, 1) uint8, preprocessed exactly as the worker does
+    test_y: np.ndarray  # (N,) int
+
+
+def _pixels(image: np.ndarray) -> np.ndarray:
+    """An 8x8 digit (values 0..16) as a 32x32 uint8 grayscale image (4x nearest upscaling)."""
+    img = np.rint(image * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
+    return np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)
+
+
+def prepare_digits(folder: Path, n_tasks: int, seed: int = 0, size: int = 8) -> DigitData:
+    """Write `n_tasks` shuffled digits as PNG files into `folder` (emptied first); the rest is the test set."""
+    from PIL import Image
+    from sklearn.datasets import load_digits
+
+    from plugins.images import resize
+
+    digits = load_digits()
+    order = np.random.default_rng(seed).permutation(len(digits.target))
+    pool, held = order[:n_tasks], order[n_tasks:]
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    files = []
+    for i in pool:
+        path = folder / f"digit_{i:04d}.png"
+        Image.fromarray(_pixels(digits.images[i])).save(path)  # 2-D uint8: mode "L"
+        files.append(path)
+    # a PNG round trip is lossless, so decoding is skipped; the resize is the worker's
+    test_x = np.stack([resize(_pixels(digits.images[i]), (size, size)) for i in held])[..., None]
+    return DigitData(files=files, labels=[str(int(digits.target[i])) for i in pool], test_x=test_x,
+                     test_y=digits.target[held].astype(np.int64))
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format, *args):
+        pass
+
+
+class ImageServer:
+    """A folder served over HTTP on 127.0.0.1 (a free port) from a daemon thread."""
+
+    def __init__(self, folder: Path) -> None:
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                                      partial(_QuietHandler, directory=str(folder)))
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, name="demo-images", daemon=True)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.server.server_address[1]}"
+
+    def url(self, path: Path) -> str:
+        return f"http://{self.host}/{path.name}"
+
+    def start(self) -> ImageServer:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.thread.is_alive():
+            self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(timeout=5)
+
+
+# --------------------------------------------------------------------------------------------------------
+# HTTP
+# --------------------------------------------------------------------------------------------------------
+
+
+class Api:
+    """JSON over HTTP against one base URL; DemoError naming the call on failure."""
+
+    def __init__(self, base_url: str, headers: dict[str, str], name: str, timeout: float = 60.0) -> None:
+        self.name = name
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
+
+    def call(self, method: str, path: str, what: str, allow: tuple[int, ...] = (), **kwargs: Any) -> Any:
+        """The JSON answer (None when empty; the status code itself when it is in `allow`)."""
+        try:
+            r = self.http.request(method, path, **kwargs)
+        except httpx.HTTPError as exc:
+            raise DemoError(f"{what}: cannot reach {self.name} ({type(exc).__name__}: {exc})") from None
+        if r.status_code in allow:
+            return r.status_code
+        if not r.is_success:
+            raise DemoError(f"{what}: {self.name} answered HTTP {r.status_code} {r.text[:500]}")
+        return r.json() if r.content else None
+
+    def close(self) -> None:
+        self.http.close()
+
+
+# --------------------------------------------------------------------------------------------------------
+# The stack
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Stack:
+    """What the demo started, stopped in reverse order by `close` (idempotent)."""
+
+    console: Console
+    stops: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def add(self, name: str, stop: Callable[[], None]) -> None:
+        self.stops.append((name, stop))
+
+    def close(self) -> None:
+        # a second Ctrl-C (or a SIGTERM) must not cut the cleanup short
+        main = threading.current_thread() is threading.main_thread()
+        old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:
+            while self.stops:
+                name, stop = self.stops.pop()
+                try:
+                    stop()
+                except Exception as exc:  # noqa: BLE001 (stop the rest whatever happens)
+                    self.console.print(f"[yellow]could not stop {name}: {exc}[/yellow]")
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+
+
+def _lsal_env(extra: dict[str, str]) -> dict[str, str]:
+    """Our environment without the caller's lsal / Label Studio settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_STRIPPED_ENV) and k not in ("REDIS_URL", "MODEL_DIR")}
+    return {**env, **extra}
+
+
+def _token_from_db(data_dir: Path, username: str) -> str | None:
+    """The API token of `username` in Label Studio's SQLite database, if any."""
+    path = data_dir / "label_studio.sqlite3"
+    if not path.is_file():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)) as db:
+            row = db.execute("SELECT t.key FROM authtoken_token t JOIN htx_user u ON u.id = t.user_id "
+                             "WHERE u.email = ?", (username,)).fetchone()
+    except sqlite3.Error:
+        return None
+    return row[0] if row else None
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (so the cleanup runs) while the demo runs in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+class Demo:
+    def __init__(self, options: DemoOptions, console: Console) -> None:
+        self.o = options
+        self.console = console
+        self.workdir = options.workdir.resolve()
+        self.logs = self.workdir / "logs"
+        self.model_dir = self.workdir / "models"
+        self.secret = secrets.token_hex(16)
+        self.stack = Stack(console)
+        self.ls: LabelStudioServer | None = None
+        self.backend: ManagedProcess | None = None
+        self.worker: ManagedProcess | None = None
+        self.backend_url = ""
+        self.project = 0
+
+    # -- output -------------------------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        self.console.print(text, soft_wrap=True, highlight=False)
+
+    @contextlib.contextmanager
+    def waiting(self, text: str) -> Iterator[Callable[[str], None]]:
+        """A spinner on a terminal (its text updatable); a plain line otherwise."""
+        if self.console.is_terminal:
+            with self.console.status(text) as status:
+                yield lambda t: status.update(t)
+        else:
+            self.say(text)
+            yield lambda t: None
+
+    # -- checks -------------------------------------------------------------------------------------------
+    def check(self) -> None:
+        from pydantic import ValidationError
+
+        from backend.project_settings import ProjectSettings
+        from plugins.models import build_model
+
+        o = self.o
+        if not Path(o.ls_bin).is_file():
+            raise DemoError(f"Label Studio is not installed ({o.ls_bin} is missing): run .ci/setup-label-studio "
+                            "(or `lsal demo --offline` for the simulation without Label Studio)")
+        if shutil.which("redis-server") is None:
+            raise DemoError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server); "
+                            "`lsal demo --offline` runs the simulation without it")
+        if o.tasks > N_DIGITS - MIN_HELD_OUT:
+            raise DemoError(f"--tasks must be at most {N_DIGITS - MIN_HELD_OUT} (the rest of the {N_DIGITS} "
+                            "digits is the test set)")
+        if o.rounds * o.batch > o.tasks:
+            raise DemoError(f"--rounds x --batch = {o.rounds * o.batch} labels, more than --tasks {o.tasks}")
+        try:
+            settings = ProjectSettings.model_validate(o.defaults())
+            strategy = settings.build_strategy()
+        except (ValidationError, ValueError) as exc:
+            raise DemoError(f"bad demo settings: {exc}") from None
+        model = build_model(settings.model.name, 10, **settings.model_params())
+        missing = model.unsupported(strategy.required_inputs())
+        if missing:
+            raise DemoError(f"bad demo settings: strategy {o.strategy} needs {', '.join(sorted(missing))}, which the "
+                            f"demo's {settings.model.name} model does not provide")
+        for name, port in (("--port", o.port), ("--ls-port", o.ls_port)):
+            if port is not None and not port_is_free(port):
+                raise DemoError(f"port {port} ({name}) is taken on 127.0.0.1: choose another or leave it out")
+
+    # -- start --------------------------------------------------------------------------------------------
+    def start(self) -> DigitData:
+        o = self.o
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.model_dir, ignore_errors=True)  # Redis starts empty: old versions mean nothing
+
+        with self.waiting(f"rendering {o.tasks} digits to PNG files"):
+            data = prepare_digits(self.workdir / "images", o.tasks, seed=o.seed)
+        images = ImageServer(self.workdir / "images").start()
+        self.stack.add("the image server", images.stop)
+        self.images = images
+
+        redis_port = free_port()
+        (self.workdir / "redis").mkdir(exist_ok=True)
+        redis = redis_process(self.workdir / "redis", redis_port)
+        redis.log_path = self.logs / "redis.log"
+        self.stack.add("redis-server", redis.stop)
+        redis.start()
+        try:
+            wait_for_redis(redis, redis_port)
+        except RuntimeError as exc:
+            raise DemoError(f"redis-server did not start: {exc}") from None
+        self.say(f"redis-server   pid {redis.pid}  redis://127.0.0.1:{redis_port}/0 (private, no persistence)")
+
+        data_dir = self.workdir / "label-studio"
+        fresh = not (data_dir / "label_studio.sqlite3").exists()
+        ls = LabelStudioServer(data_dir, port=o.ls_port, ls_bin=o.ls_bin, log_path=self.logs / "label-studio.log",
+                               task_lock_ttl=TASK_LOCK_TTL_S, log_level="WARNING")
+        self.ls = ls
+        self.stack.add("Label Studio", ls.stop)
+        what = ("starting Label Studio; first run in this workdir: migrating its database (30-60 s)" if fresh
+                else "starting Label Studio")
+        with self.waiting(what):
+            try:
+                ls.start(timeout=600 if fresh else 180)
+            except RuntimeError as exc:
+                raise DemoError(f"Label Studio did not start: {exc}") from None
+        self._check_token(ls)
+        self.say(f"Label Studio   pid {ls.pid}  {ls.url} (data: {data_dir}, log: {ls.log_path})")
+
+        port = o.port or free_port()
+        self.backend_url = f"http://127.0.0.1:{port}"
+        env = _lsal_env({
+            "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LSAL_SECRET": self.secret,
+            "MODEL_DIR": str(self.model_dir), "LSAL_IMAGE_HOSTS": images.host,
+            "LSAL_DEFAULTS": json.dumps(self.o.defaults()), "PYTHONUNBUFFERED": "1",
+        })
+        self.backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
+                                                                 "--log-level", "warning"),
+                                      self.logs / "backend.log", env, inherit_env=False)
+        self.worker = ManagedProcess("lsal worker", lsal_command("worker", "--class", "simple"),
+                                     self.logs / "worker.log", env, inherit_env=False)
+        self.stack.add("lsal serve", self.backend.stop)
+        self.stack.add("lsal worker", self.worker.stop)
+        self.backend.start()
+        self.worker.start()
+        with self.waiting("starting the backend and the worker"):
+            try:
+                self.backend.wait_http(f"{self.backend_url}/health", timeout=180)
+                self.worker.wait_until(lambda: self._workers(redis_port) > 0, 180, "worker registration")
+            except RuntimeError as exc:
+                raise DemoError(str(exc)) from None
+        self.say(f"lsal serve     pid {self.backend.pid}  {self.backend_url} (log: {self.backend.log_path})")
+        self.say(f"lsal worker    pid {self.worker.pid}  (log: {self.worker.log_path})")
+        return data
+
+    @staticmethod
+    def _workers(redis_port: int) -> int:
+        from redis import Redis
+        from rq import Worker
+
+        with Redis(host="127.0.0.1", port=redis_port, socket_timeout=2) as r:
+            return Worker.count(connection=r)
+
+    def _check_token(self, ls: LabelStudioServer) -> None:
+        """The demo token works on a data dir this demo created; on one created otherwise, the admin's own
+        token is read from the database."""
+        if ls.token_works():
+            return
+        token = _token_from_db(ls.data_dir, ls.username)
+        if token and token != ls.token:
+            ls.token = token
+            if ls.token_works():
+                return
+        raise DemoError(f"Label Studio refuses the demo's API token: {ls.data_dir} was not created by `lsal demo` "
+                        "(or its legacy API tokens are off). Remove that folder or choose another --workdir.")
+
+    # -- the project --------------------------------------------------------------------------------------
+    def create_project(self, data: DigitData) -> tuple[Api, Api, dict[int, str]]:
+        ls, o = self.ls, self.o
+        api = Api(ls.url, ls.headers, "Label Studio")
+        admin = Api(self.backend_url, {"X-LSAL-Secret": self.secret}, "the lsal backend")
+        title = f"lsal demo {datetime.now():%Y-%m-%d %H:%M:%S}"
+        self.project = api.call("POST", "/api/projects/", "create the project", json={
+            "title": title, "label_config": LABEL_CONFIG,
+            "description": f"scikit-learn digits; strategy {o.strategy}; created by `lsal demo`"})["id"]
+        urls = [self.images.url(p) for p in data.files]
+        api.call("POST", f"/api/projects/{self.project}/import", "import the tasks",
+                 json=[{"image": u} for u in urls])
+        listed = api.call("GET", "/api/tasks/", "list the tasks",
+                          params={"project": self.project, "page_size": len(urls) + 10})
+        truth = dict(zip(urls, data.labels))
+        tasks = {t["id"]: truth[t["data"]["image"]] for t in listed["tasks"]}
+        if len(tasks) != len(urls):
+            raise DemoError(f"Label Studio lists {len(tasks)} tasks, {len(urls)} were imported")
+
+        # connect the backend as an admin does in Settings -> Model (basic auth: Start Training works too)
+        api.call("POST", "/api/ml", "connect the backend to the project", json={
+            "project": self.project, "url": self.backend_url, "title": "lsal", "auth_method": "BASIC_AUTH",
+            "basic_auth_user": ML_USER, "basic_auth_pass": self.secret})
+        hook = f"{self.backend_url}/webhook"
+        with self.waiting("waiting for the backend to register its webhook"):
+            self._wait(lambda status: status["webhook_url"] == hook, 120, "the webhook registration", admin)
+        return api, admin, tasks
+
+    def _status(self, admin: Api) -> dict[str, Any]:
+        return admin.call("GET", f"/admin/projects/{self.project}/status", "read the project status")
+
+    def _alive(self) -> None:
+        for proc in (self.backend, self.worker, self.ls.process if self.ls else None):
+            if proc is not None and not proc.running:
+                code = proc.proc.returncode if proc.proc else "?"
+                raise DemoError(f"{proc.name} exited with {code}; log {proc.log_path}:\n{proc.log_tail()}")
+
+    def _wait(self, predicate: Callable[[dict], Any], timeout: float, what: str, admin: Api,
+              progress: Callable[[dict], None] | None = None) -> Any:
+        """Poll the project status until `predicate(status)` is truthy; DemoError when a process died, a job
+        failed or time ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self._alive()
+            status = self._status(admin)
+            if status["queue"]["failed"]:
+                last = status["queue"].get("last_failed") or {}
+                raise DemoError(f"a worker job failed ({last.get('id')}: {' '.join(last.get('error') or [])}); "
+                                f"log {self.worker.log_path}:\n{self.worker.log_tail()}")
+            value = predicate(status)
+            if value:
+                return value
+            if progress is not None:
+                progress(status)
+            if time.monotonic() > deadline:
+                raise DemoError(f"timed out after {timeout:.0f} s waiting for {what}; worker log "
+                                f"{self.worker.log_path}:\n{self.worker.log_tail()}")
+            time.sleep(0.5)
+
+    # -- rounds -------------------------------------------------------------------------------------------
+    def accuracy(self, version: str, data: DigitData) -> float:
+        from backend.model_cache import artifact_path
+        from plugins.models.artifact import load_artifact
+
+        artifact = load_artifact(artifact_path(self.model_dir, self.project, version))
+        probs = artifact.model.predict_proba(data.test_x)
+        predicted = np.asarray(artifact.label_map)[probs.argmax(axis=1)]
+        return float(np.mean(predicted == data.test_y.astype(str)))
+
+    def label(self, api: Api, truth: dict[int, str], count: int) -> int:
+        """Label up to `count` tasks in Label Studio's order; how many were labeled."""
+        done = 0
+        for _ in range(count):
+            task = api.call("GET", f"/api/projects/{self.project}/next", "ask for the next task", allow=(404,))
+            if task == 404:  # nothing left to label
+                break
+            result = [{"from_name": "label", "to_name": "image", "type": "choices",
+                       "value": {"choices": [truth[task["id"]]]}}]
+            api.call("POST", f"/api/tasks/{task['id']}/annotations/", f"annotate task {task['id']}",
+                     json={"result": result, "lead_time": 2.0})
+            done += 1
+        return done
+
+    def _wait_for_publication(self, admin: Api, what: str, previous: str | None) -> str:
+        """Wait until the worker published a version other than `previous`; that version."""
+        t0 = time.monotonic()
+        text = f"{what}; waiting for the worker to retrain and publish"
+        with self.waiting(text) as update:
+
+            def progress(status: dict) -> None:
+                queue = status["queue"]
+                phase = ", ".join(f"{j.get('kind', 'job')}: {j.get('phase', '...')}" for j in queue["running"]) \
+                    or ", ".join(queue["pending"]) or "queued"
+                update(f"{text} ({phase}, {time.monotonic() - t0:.0f} s)")
+
+            def new_version(status: dict) -> str | None:
+                version = (status.get("published") or {}).get("version")
+                return version if version and version != previous else None
+
+            return self._wait(new_version, self.o.round_timeout_s, f"a new version ({what})", admin, progress)
+
+    def run_rounds(self, api: Api, admin: Api, truth: dict[int, str], data: DigitData) -> list[dict]:
+        o = self.o
+        labels, results = 0, []
+        published = (self._status(admin).get("published") or {}).get("version")
+        for number in range(1, o.rounds + 1):
+            added = self.label(api, truth, o.batch)
+            labels += added
+            if not added:
+                self.say("no unlabeled tasks left")
+                break
+            t0 = time.monotonic()
+            published = self._wait_for_publication(admin, f"round {number}: {labels} labels", published)
+            accuracy = self.accuracy(published, data)
+            head = admin.call("GET", f"/admin/projects/{self.project}/ranking", "read the ranking",
+                              params={"limit": 5})["head"]
+            order = ", ".join(str(h["task"]) for h in head)
+            self.say(f"round {number}: {labels} labels, model {published}, held-out accuracy {accuracy:.3f} "
+                     f"({len(data.test_y)} digits), retrain + publish {time.monotonic() - t0:.1f} s; next in order: "
+                     f"tasks {order}")
+            results.append({"round": number, "labels": labels, "version": published, "accuracy": accuracy,
+                            "order": [h["task"] for h in head]})
+        return results
+
+    # -- all of it ----------------------------------------------------------------------------------------
+    def run(self) -> list[dict]:
+        self.check()
+        self.say(f"lsal demo: Label Studio + lsal serve + lsal worker on 127.0.0.1, workdir {self.workdir}")
+        try:
+            with _sigterm_as_interrupt():
+                data = self.start()
+                api, admin, truth = self.create_project(data)
+                ls = self.ls
+                self.say(f"Label Studio: {ls.url}  login: {ls.username} / {ls.password}")
+                self.say(f"project:      {ls.url}/projects/{self.project}/data  "
+                         f"({len(truth)} digits; strategy {self.o.strategy}; held out: {len(data.test_y)})")
+                self.say(f"simulated annotator: {self.o.rounds} rounds of {self.o.batch} labels in Label Studio's "
+                         "order (/next)")
+                results = self.run_rounds(api, admin, truth, data)
+                if len(results) > 1:
+                    first, last = results[0], results[-1]
+                    self.say(f"held-out accuracy {first['accuracy']:.3f} with {first['labels']} labels -> "
+                             f"{last['accuracy']:.3f} with {last['labels']} labels")
+                if self.o.keep_running:
+                    self.keep_running()
+                return results
+        finally:
+            if self.stack.stops:
+                self.say("stopping everything the demo started")
+            self.stack.close()
+
+    def keep_running(self) -> None:
+        ls = self.ls
+        self.say(f"the stack stays up: label in Label Studio at {ls.url}/projects/{self.project}/data "
+                 f"(login {ls.username} / {ls.password}); every {self.o.batch} labels retrain the model. "
+                 "Ctrl-C stops everything.")
+        while True:
+            self._alive()
+            time.sleep(1.0)
+
+
+def run_demo(options: DemoOptions, console: Console) -> list[dict]:
+    """Run the full local demo (see the module doc); DemoError when it cannot, KeyboardInterrupt when
+    interrupted; everything started is stopped in every case."""
+    return Demo(options, console).run()

@@ -1,0 +1,137 @@
+"""`lsal demo`, the real local stack, run as a user runs it: a subprocess that must print its rounds and
+leave nothing running behind it, whether it ends by itself or by Ctrl-C.
+
+The demo's workdir gets a copy of the session's migrated Label Studio data dir (the demo reuses the one in
+its workdir, as on a second run), which saves the 30-60 s of migrations.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from backend.demo import DemoError, DemoOptions, run_demo
+from backend.stack import lsal_command
+
+ROUND = re.compile(r"^round (\d+): (\d+) labels, model (v\d+), held-out accuracy ([0-9.]+) \((\d+) digits\)",
+                   re.MULTILINE)
+PID = re.compile(r"^(redis-server|Label Studio|lsal serve|lsal worker) +pid (\d+)", re.MULTILINE)
+PORT = re.compile(r"127\.0\.0\.1:(\d+)")
+
+
+@pytest.fixture
+def demo_workdir(ls_template, tmp_path) -> Path:
+    if shutil.which("redis-server") is None:
+        reason = "redis-server binary not found on PATH (apt-get install redis-server)"
+        if os.environ.get("LSAL_REQUIRE_E2E"):
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+    workdir = tmp_path / "demo"
+    shutil.copytree(ls_template.data_dir, workdir / "label-studio")
+    return workdir
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def _assert_all_gone(output: str) -> None:
+    """Every process group the demo printed is gone, and nothing listens on the ports it printed."""
+    pids = {name: int(pid) for name, pid in PID.findall(output)}
+    assert set(pids) == {"redis-server", "Label Studio", "lsal serve", "lsal worker"}, output
+    for pid in pids.values():
+        with pytest.raises(ProcessLookupError):  # its own process group (start_new_session): pgid == pid
+            os.killpg(pid, 0)
+    for port in {int(p) for p in PORT.findall(output)}:
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still open after the demo"
+
+
+def test_demo_runs_rounds_on_the_real_stack_and_stops_everything(demo_workdir):
+    t0 = time.monotonic()
+    out = subprocess.run(lsal_command("demo", "--rounds", "2", "--tasks", "120", "--workdir", str(demo_workdir)),
+                         capture_output=True, text=True, timeout=300, env=_env(), check=False)
+    output = out.stdout + out.stderr
+    assert out.returncode == 0, output
+    rounds = ROUND.findall(output)
+    assert [(r[0], r[1], r[2]) for r in rounds] == [("1", "10", "v1"), ("2", "20", "v2")], output
+    assert all(0.0 <= float(r[3]) <= 1.0 and r[4] == "1677" for r in rounds), output
+    assert float(rounds[-1][3]) > 0.2, output  # 20 real labels: far above chance (0.1)
+    assert "login: admin@example.com / " in output and "/projects/" in output
+    _assert_all_gone(output)
+    assert time.monotonic() - t0 < 240
+
+
+def test_ctrl_c_with_keep_running_stops_everything(demo_workdir):
+    proc = subprocess.Popen(lsal_command("demo", "--rounds", "1", "--tasks", "60", "--keep-running",
+                                         "--workdir", str(demo_workdir)),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env())
+    lines: list[str] = []
+    up = threading.Event()
+
+    def read() -> None:
+        for line in proc.stdout:
+            lines.append(line)
+            if "the stack stays up" in line:
+                up.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert up.wait(240), "".join(lines)
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends (the children have process groups of their own)
+        assert proc.wait(60) == 130, "".join(lines)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(10)
+    output = "".join(lines)
+    assert len(ROUND.findall(output)) == 1, output
+    assert "interrupted: everything the demo started is stopped" in output
+    _assert_all_gone(output)
+
+
+def test_bad_options_fail_before_starting_anything(tmp_path):
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from backend.cli import app
+
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server binary not found on PATH")
+    console = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+    fake_ls = tmp_path / "bin" / "label-studio"
+    fake_ls.parent.mkdir()
+    fake_ls.write_text("")
+    workdir = tmp_path / "demo"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(DemoError, match=f"port {port} \\(--port\\) is taken"):
+            run_demo(DemoOptions(workdir=workdir, port=port, ls_bin=fake_ls), console)
+    with pytest.raises(DemoError, match="run .ci/setup-label-studio"):
+        run_demo(DemoOptions(workdir=workdir, ls_bin=tmp_path / "nope" / "label-studio"), console)
+    with pytest.raises(DemoError, match="more than --tasks"):
+        run_demo(DemoOptions(workdir=workdir, tasks=30, rounds=5, batch=10, ls_bin=fake_ls), console)
+    with pytest.raises(DemoError, match="bad demo settings"):
+        run_demo(DemoOptions(workdir=workdir, strategy="nope", ls_bin=fake_ls), console)
+    assert not workdir.exists()  # nothing was started or written
+
+    result = CliRunner().invoke(app, ["demo", "--tasks", "30", "--rounds", "5", "--workdir", str(workdir)])
+    assert result.exit_code == 2 and "error:" in result.output, result.output
+    result = CliRunner().invoke(app, ["demo", "--strategies", "random"])
+    assert result.exit_code == 2 and "only apply with --offline" in result.output, result.output
+    result = CliRunner().invoke(app, ["demo", "--offline", "--keep-running"])
+    assert result.exit_code == 2 and "only apply without --offline" in result.output, result.output
