@@ -36,3 +36,17 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
         finally:
             os.close(dir_fd)
     return path
+
+
+def remove_stale_temporaries(directory: str | Path) -> list[Path]:
+    """Delete the temporary files atomic_write left in `directory` when its process was killed mid-write.
+
+    Call it only while no other process writes there (the worker holds the project's lock).
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    stale = [p for p in directory.glob(".*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -12,6 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from backend.label_config import parse_target
 from backend.labeled_set import split_tasks
 from backend.model_cache import artifact_path
+from plugins.fileio import remove_stale_temporaries
 from plugins.models import build_model
 from plugins.models.artifact import ArtifactError, save_artifact
 from worker.context import JobContext
@@ -78,6 +79,7 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
              "settings": settings.model_dump(mode="json"), "warm_start": warm_from}
     with ctx.phase("save"):
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path.parent)  # what a worker killed mid-write left behind
         save_artifact(path, model, label_map=list(target.labels), metrics=metrics, extra=extra)
     record = {"version": version, "path": str(path), "created_at": time.time(), "metrics": metrics,
               "labeled": len(ids), "class_counts": dict(counts), "skipped": len(skipped) + len(sets.skipped),

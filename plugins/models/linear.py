@@ -63,7 +63,7 @@ def stratified_bootstrap(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 def _features(x: np.ndarray) -> np.ndarray:
     """(N, D) float64 features; (N, H, W[, C]) images are flattened."""
     x = np.asarray(x, dtype=np.float64)
-    return x.reshape(len(x), -1)
+    return x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))  # -1 cannot size an empty batch
 
 
 @MODELS.register("logistic")
