@@ -17,6 +17,7 @@ import http.server
 import json as jsonlib
 import os
 import shutil
+import subprocess
 import threading
 import time
 import urllib.error
@@ -210,3 +211,148 @@ def digit_images(tmp_path) -> DigitImages:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Our services: `lsal serve` + `lsal worker` processes, and what a test does with them
+# ----------------------------------------------------------------------------------------------------------
+
+E2E_SECRET = "e2e-secret-0123456789"
+CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
+DIGITS_CONFIG = (f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}'
+                 '</Choices></View>')
+FAST_DEFAULTS = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
+                 "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10, "holdout_fraction": 0.2}
+
+
+class Stack:
+    """A running backend and worker(s) for one Label Studio and Redis, with the steps tests repeat."""
+
+    def __init__(self, ls: LabelStudio, env: dict[str, str], port: int, tmp_path: Path) -> None:
+        from backend.stack import ManagedProcess, lsal_command
+
+        self.ls, self.env, self.tmp_path = ls, env, tmp_path
+        self.url = f"http://127.0.0.1:{port}"
+        self.model_dir = Path(env["MODEL_DIR"])
+        self.project: int | None = None
+        self.backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
+                                                              "--log-level", "warning"), tmp_path / "backend.log", env)
+        self.workers: list = []
+        self._lsal_command = lsal_command
+        self._managed = ManagedProcess
+
+    @property
+    def worker(self):
+        return self.workers[-1]
+
+    def start_worker(self) -> None:
+        n = len(self.workers)
+        self.workers.append(self._managed(f"worker{n}", self._lsal_command("worker", "--class", "simple"),
+                                          self.tmp_path / f"worker{n}.log", self.env).start())
+
+    def stop(self) -> None:
+        for proc in (*self.workers, self.backend):
+            proc.stop()
+
+    def logs(self) -> str:
+        return "".join(f"\n{p.name} log:\n{p.log_tail()}" for p in (*self.workers, self.backend))
+
+    def lsal(self, *args: str, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run(self._lsal_command(*args), env={**os.environ, **self.env, **env},
+                              capture_output=True, text=True, timeout=180)
+
+    def admin(self, path: str, method: str = "GET", json: Any = None) -> Any:
+        r = http_request(method, f"{self.url}/admin/projects/{path}", json=json,
+                         headers={"X-LSAL-Secret": E2E_SECRET}, timeout=30)
+        assert r.status < 300, f"admin {path}: HTTP {r.status} {r.text[:300]}"
+        return r.json()
+
+    def status(self) -> dict:
+        return self.admin(f"{self.project}/status")
+
+    def wait(self, predicate, timeout: float, what: str, fail_fast: bool = True):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if fail_fast and self.project is not None and any(
+                    (self.status().get(k) or {}).get("status") == "failed"
+                    for k in ("last_retrain", "last_rescore", "last_score_new")):
+                break  # a job failed (it will be retried later): report it now
+            value = predicate()
+            if value:
+                return value
+            time.sleep(0.5)
+        status = jsonlib.dumps(self.status(), default=str)[:3000] if self.project else ""
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\nstatus: {status}{self.logs()}")
+
+    # -- Label Studio, as an admin and an annotator would use it -------------------------------------------
+    def ok(self, response: Response, what: str) -> Any:
+        assert 200 <= response.status < 300, f"{what}: HTTP {response.status} {response.text[:500]}"
+        return response.json()
+
+    def create_project(self, urls: list[str], title: str = "e2e digits") -> dict[int, str]:
+        """A digits project with a task per URL, connected to this backend; {task id: url}."""
+        ls = self.ls
+        self.project = self.ok(ls.post("/api/projects/", json={"title": title, "label_config": DIGITS_CONFIG}),
+                               "create project")["id"]
+        self.ok(ls.post(f"/api/projects/{self.project}/import", json=[{"image": u} for u in urls]), "import")
+        tasks = self.ok(ls.get(f"/api/tasks?project={self.project}&page_size=1000"), "tasks")["tasks"]
+        # connect as an admin does in Settings -> Model (basic auth = the secret, for Start Training)
+        self.ml = self.ok(ls.post("/api/ml", json={"project": self.project, "url": self.url, "title": "lsal",
+                                                   "auth_method": "BASIC_AUTH", "basic_auth_user": "lsal",
+                                                   "basic_auth_pass": E2E_SECRET}), "connect the ML backend")
+        self.wait(lambda: self.status()["webhook_url"] == f"{self.url}/webhook", 60, "the webhook registration")
+        return {t["id"]: t["data"]["image"] for t in tasks}
+
+    def next_task(self) -> dict:
+        return self.ok(self.ls.get(f"/api/projects/{self.project}/next"), "next task")
+
+    def label(self, task: dict, label: str) -> None:
+        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
+        self.ok(self.ls.post(f"/api/tasks/{task['id']}/annotations/", json={"result": result, "lead_time": 1.0}),
+                f"annotate task {task['id']}")
+
+    def label_next(self, n: int, truth: dict[str, str]) -> list[int]:
+        """Label `n` tasks in Label Studio's /next order with their true class; their ids."""
+        done = []
+        for _ in range(n):
+            task = self.next_task()
+            self.label(task, truth[task["data"]["image"]])
+            done.append(task["id"])
+        return done
+
+    def ls_model_version(self) -> str:
+        return self.ok(self.ls.get(f"/api/projects/{self.project}"), "project")["model_version"]
+
+    def prediction_counts(self) -> dict[str, int]:
+        return self.ok(self.ls.get(f"/api/projects/{self.project}/model-versions/"), "model versions")
+
+
+@pytest.fixture
+def stack_factory(label_studio, redis_url, digit_images, tmp_path):
+    """Start a Stack (backend + one worker) with env overrides; stopped by PID after the test, logs checked."""
+    from backend.stack import free_port
+
+    stacks: list[Stack] = []
+
+    def make(ls_url: str | None = None, with_token: bool = True, defaults: dict | None = None,
+             **env: str) -> Stack:
+        base = {"LABEL_STUDIO_URL": ls_url or label_studio.url, "REDIS_URL": redis_url, "LSAL_SECRET": E2E_SECRET,
+                "MODEL_DIR": str(tmp_path / "models"), "LSAL_IMAGE_HOSTS": digit_images.base_url.split("//", 1)[1],
+                "LSAL_DEFAULTS": jsonlib.dumps(defaults or FAST_DEFAULTS), "OMP_NUM_THREADS": "1",
+                "LSAL_RECONCILE_S": "0"}
+        if with_token:
+            base["LABEL_STUDIO_API_KEY"] = label_studio.token
+        stack = Stack(label_studio, {**base, **env}, free_port(), tmp_path)
+        stacks.append(stack)
+        stack.backend.start()
+        stack.start_worker()
+        stack.backend.wait_http(f"{stack.url}/health", timeout=60)
+        return stack
+
+    yield make
+    for stack in stacks:
+        stack.stop()
+        for proc in (*stack.workers, stack.backend):
+            log = proc.log_tail(10**7)
+            assert E2E_SECRET not in log, f"the secret leaked into the {proc.name} log"
+            assert label_studio.token not in log, f"the Label Studio token leaked into the {proc.name} log"
