@@ -7,11 +7,12 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, Worker
-from rq.job import Job
+from rq.exceptions import NoSuchJobError
+from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from backend.project_settings import InvalidSettingsError, ProjectSettings, validate_settings
-from backend.queueing import JOBS, Enqueued, enqueue, pending_job
+from backend.queueing import JOBS, Enqueued, enqueue, lock_key, pending_job
 from backend.store import ProjectStore
 from plugins.models import MODELS
 from plugins.strategies import STRATEGIES
@@ -77,11 +78,40 @@ def retrain_due(store: ProjectStore, settings: ProjectSettings, labeled: int | N
     return None
 
 
+def abandoned_jobs(redis: Redis, queue: str, project: int, grace_s: float = 15.0) -> list[Job]:
+    """The project's started jobs whose worker is gone: nobody has held the project lock, which every job
+    keeps alive with a heartbeat while it works, and they started more than `grace_s` ago."""
+    if redis.exists(lock_key(project)):
+        return []
+    q = Queue(queue, connection=redis)
+    out = []
+    for job_id in StartedJobRegistry(queue=q).get_job_ids():
+        if not job_id.startswith("lsal-") or f"-p{project}-" not in job_id:
+            continue
+        try:
+            job = Job.fetch(job_id, connection=redis)
+        except NoSuchJobError:
+            continue
+        started = job.started_at.timestamp() if job.started_at else time.time()
+        if job.get_status(refresh=False) == JobStatus.STARTED and time.time() - started > grace_s:
+            out.append(job)
+    return out
+
+
 def reconcile(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: str, timeout: int,
               labeled: int | None) -> dict[str, Any]:
     """Enqueue what lost webhooks or a Redis outage left undone: a due retrain, an unpublished version."""
     settings = store.settings(defaults)
     out: dict[str, Any] = {"project": store.project, "labeled": labeled, "trained_on": store.trained_count()}
+    abandoned = abandoned_jobs(redis, queue, store.project)
+    if abandoned:  # their worker died: run the same work again (coalesced with what is pending)
+        out["abandoned"] = [job.id for job in abandoned]
+        for kind in dict.fromkeys(job.meta.get("kind", "retrain") for job in abandoned):
+            if kind in TRIGGERS:
+                out[kind] = enqueue(redis, queue, kind, store.project, timeout=timeout,
+                                    reason="reconcile: a worker died mid-job").job_id
+        if "retrain" in out:
+            return out
     due = retrain_due(store, settings, labeled)
     if due is not None:
         out["retrain"] = enqueue(redis, queue, "retrain", store.project, timeout=timeout,

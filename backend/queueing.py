@@ -36,6 +36,11 @@ class Enqueued:
     created: bool
 
 
+def lock_key(project: int) -> str:
+    """The Redis key of the project's job lock (held by the job that trains, scores or publishes it)."""
+    return f"lsal:p:{project}:lock"
+
+
 def pending_key(project: int, kind: str) -> str:
     """The Redis key holding the id of the project's pending job of `kind`."""
     return f"lsal:p:{project}:pending:{kind}"

@@ -27,6 +27,7 @@ def _run(project: int, kind: str, body) -> dict[str, Any]:
     started = time.time()
     try:
         with project_lock(ctx.redis, project, wait_s=ctx.settings.job_timeout_s):
+            locked_at = time.time()
             if ctx.job is not None:
                 release_pending(ctx.redis, project, kind, ctx.job.id)
             try:
@@ -36,7 +37,9 @@ def _run(project: int, kind: str, body) -> dict[str, Any]:
                                                        f"{exc}"[:500], "at": time.time(),
                                                        "job": ctx.job.id if ctx.job else None}})
                 raise
-        result = {**result, "timings": dict(ctx.timings), "duration_s": round(time.time() - started, 3)}
+            finished_at = time.time()
+        result = {**result, "timings": dict(ctx.timings), "duration_s": round(finished_at - started, 3),
+                  "locked_at": locked_at, "finished_at": finished_at}
         ctx.store.set_info(**{f"last_{kind}": {**result, "at": time.time(),
                                                "job": ctx.job.id if ctx.job else None}})
         log.info("project %s: %s %s in %.1f s", project, kind, result.get("status"), result["duration_s"])

@@ -13,14 +13,11 @@ from contextlib import contextmanager
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
+from backend.queueing import lock_key
+
 
 class ProjectBusyError(RuntimeError):
     """Another job held the project's lock for longer than this job was willing to wait."""
-
-
-def lock_key(project: int) -> str:
-    """The Redis key of the project's job lock."""
-    return f"lsal:p:{project}:lock"
 
 
 @contextmanager

@@ -282,7 +282,19 @@ class Stack:
                 return value
             time.sleep(0.5)
         status = jsonlib.dumps(self.status(), default=str)[:3000] if self.project else ""
-        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\nstatus: {status}{self.logs()}")
+        raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}\nstatus: {status}\n"
+                             f"queue: {self.registries()}{self.logs()}")
+
+    def registries(self) -> dict[str, list[str]]:
+        """Job ids in the RQ queue and its registries (for failure messages)."""
+        from redis import Redis
+        from rq import Queue
+        from rq.registry import FailedJobRegistry, ScheduledJobRegistry, StartedJobRegistry
+
+        q = Queue("lsal", connection=Redis.from_url(self.env["REDIS_URL"]))
+        return {"queued": q.job_ids, "started": StartedJobRegistry(queue=q).get_job_ids(),
+                "scheduled": ScheduledJobRegistry(queue=q).get_job_ids(),
+                "failed": FailedJobRegistry(queue=q).get_job_ids()}
 
     # -- Label Studio, as an admin and an annotator would use it -------------------------------------------
     def ok(self, response: Response, what: str) -> Any:
