@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from redis import Redis
-from rq import Queue, Worker
+from rq import Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from backend.project_settings import InvalidSettingsError, ProjectSettings, validate_settings
-from backend.queueing import JOBS, Enqueued, enqueue, lock_key, pending_job
+from backend.queueing import JOBS, Enqueued, enqueue, fetch_job, lock_key, pending_job, queue_for
 from backend.store import ProjectStore
 from plugins.models import MODELS
 from plugins.strategies import STRATEGIES
@@ -83,13 +83,13 @@ def abandoned_jobs(redis: Redis, queue: str, project: int, grace_s: float = 15.0
     keeps alive with a heartbeat while it works, and they started more than `grace_s` ago."""
     if redis.exists(lock_key(project)):
         return []
-    q = Queue(queue, connection=redis)
+    q = queue_for(redis, queue)
     out = []
     for job_id in StartedJobRegistry(queue=q).get_job_ids():
         if not job_id.startswith("lsal-") or f"-p{project}-" not in job_id:
             continue
         try:
-            job = Job.fetch(job_id, connection=redis)
+            job = fetch_job(redis, job_id)
         except NoSuchJobError:
             continue
         started = job.started_at.timestamp() if job.started_at else time.time()
@@ -144,18 +144,18 @@ def _job_view(job: Job) -> dict[str, Any]:
 
 def queue_state(redis: Redis, queue: str, project: int) -> dict[str, Any]:
     """Queue length, and this project's pending, running and failed jobs."""
-    q = Queue(queue, connection=redis)
+    q = queue_for(redis, queue)
     prefix = "lsal-"
     mine = f"-p{project}-"
 
     def of_project(ids: list[str]) -> list[str]:
         return [i for i in ids if i.startswith(prefix) and mine in i]
 
-    running = [Job.fetch(i, connection=redis) for i in of_project(StartedJobRegistry(queue=q).get_job_ids())]
+    running = [fetch_job(redis, i) for i in of_project(StartedJobRegistry(queue=q).get_job_ids())]
     failed_ids = of_project(FailedJobRegistry(queue=q).get_job_ids())
     last_failed = None
     if failed_ids:
-        job = Job.fetch(failed_ids[-1], connection=redis)
+        job = fetch_job(redis, failed_ids[-1])
         last_failed = {"id": job.id, "error": (job.latest_result().exc_string if job.latest_result() else "")
                        .strip().splitlines()[-1:] or [""]}
     return {"queue": queue, "queued": q.count, "workers": len(Worker.all(queue=q)),

@@ -28,7 +28,7 @@ from backend.model_api import LabelStudioModel, Services, load_model_class
 from backend.model_cache import ModelCache
 from backend.predictor import Predictor
 from backend.project_settings import InvalidSettingsError, strategy_param_help
-from backend.queueing import enqueue
+from backend.queueing import enqueue, queue_for
 from backend.store import ProjectStore, known_projects
 from plugins.strategies import STRATEGIES
 
@@ -192,9 +192,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics")
     def prometheus() -> Response:
         try:
-            from rq import Queue
-
-            metrics.queue_depth.set(Queue(settings.queue, connection=redis).count)
+            metrics.queue_depth.set(queue_for(redis, settings.queue).count)
             for project in known_projects(redis):
                 current = store(project).current_version()
                 if current:

@@ -220,7 +220,9 @@ def reconcile_cmd(project: Annotated[int | None, typer.Option("--project", "-p",
 
 def doctor() -> None:
     """Check Redis, Label Studio (URL and token), the model directory and the workers; say what is wrong."""
-    from rq import Queue, Worker
+    from rq import Worker
+
+    from backend.queueing import queue_for
 
     from backend.ls_client import LabelStudioClient, LabelStudioError
 
@@ -229,7 +231,7 @@ def doctor() -> None:
     redis = Redis.from_url(s.redis_url, socket_connect_timeout=3, socket_timeout=5)
     try:
         redis.ping()
-        workers = Worker.all(queue=Queue(s.queue, connection=redis))
+        workers = Worker.all(queue=queue_for(redis, s.queue))
         checks.append(("Redis", True, "reachable at REDIS_URL"))
         checks.append(("workers", bool(workers), f"{len(workers)} on queue {s.queue!r}" if workers else
                        f"no worker on queue {s.queue!r}: start one with `lsal worker`"))

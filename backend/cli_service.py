@@ -11,6 +11,7 @@ from redis import Redis
 from rq import SimpleWorker, Worker
 
 from backend.config import Settings, get_settings
+from backend.queueing import SERIALIZER
 
 
 def worker_class(kind: str) -> type[Worker]:
@@ -33,7 +34,7 @@ def run_worker(settings: Settings, kind: str = "auto", burst: bool = False, name
         raise RuntimeError("the job code (package 'worker') is not installed beside the backend")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     redis = Redis.from_url(settings.redis_url)
-    w = worker_class(kind)(queues or [settings.queue], connection=redis, name=name)
+    w = worker_class(kind)(queues or [settings.queue], connection=redis, name=name, serializer=SERIALIZER)
     # the scheduler runs the retries of failed jobs (queueing.RETRY_INTERVALS_S)
     return w.work(burst=burst, logging_level="INFO", with_scheduler=True)
 

@@ -85,7 +85,8 @@ class ActiveLearningModel(LabelStudioModel):
     def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         s, settings = self.store, self.services.settings
         if event in ANNOTATION_ACTIONS:
-            count = len(data.get("annotations") or []) or 1 if event == "ANNOTATIONS_DELETED" else 1
+            deleted = data.get("annotations") if isinstance(data.get("annotations"), list) else []
+            count = len(deleted) or 1 if event == "ANNOTATIONS_DELETED" else 1
             changes = s.record_event(event, count)
             # Label Studio delivers each webhook once with a 1 s timeout, so events can be lost; the project
             # counters in every payload let a later event make up for the lost ones
@@ -100,7 +101,8 @@ class ActiveLearningModel(LabelStudioModel):
             return self._queued("retrain", "start training")
         if event == "TASKS_CREATED":
             s.record_event(event, 1, changes=False)
-            ids = [t.get("id") for t in data.get("tasks") or [] if isinstance(t, dict)]
+            tasks = data.get("tasks") if isinstance(data.get("tasks"), list) else []
+            ids = [t.get("id") for t in tasks if isinstance(t, dict)]
             ids = [i for i in ids if isinstance(i, int)]
             if ids and s.settings(settings.defaults).stream and s.published():
                 return self._queued("score_new", f"{len(ids)} new tasks", ids, coalesce=False)

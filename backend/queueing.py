@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from redis import Redis
 from rq import Queue, Retry
+from rq.serializers import JSONSerializer
 from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 
@@ -36,6 +37,21 @@ class Enqueued:
     created: bool
 
 
+# job arguments and results are JSON in Redis, never pickles: whoever can write to Redis cannot make a
+# worker unpickle (run) arbitrary code
+SERIALIZER = JSONSerializer
+
+
+def queue_for(redis: Redis, name: str) -> Queue:
+    """The RQ queue `name` with our (JSON) serializer."""
+    return Queue(name, connection=redis, serializer=SERIALIZER)
+
+
+def fetch_job(redis: Redis, job_id: str) -> Job:
+    """An RQ job by id, read with our (JSON) serializer."""
+    return Job.fetch(job_id, connection=redis, serializer=SERIALIZER)
+
+
 def lock_key(project: int) -> str:
     """The Redis key of the project's job lock (held by the job that trains, scores or publishes it)."""
     return f"lsal:p:{project}:lock"
@@ -49,7 +65,7 @@ def pending_key(project: int, kind: str) -> str:
 def _live(redis: Redis, job_id: str) -> bool:
     """Whether the job still exists and has not ended."""
     try:
-        return Job.fetch(job_id, connection=redis).get_status(refresh=True) not in _DONE
+        return fetch_job(redis, job_id).get_status(refresh=True) not in _DONE
     except NoSuchJobError:
         return False
 
@@ -69,7 +85,7 @@ def enqueue(redis: Redis, queue: str, kind: str, project: int, *args: object, ti
             redis.delete(key)
             continue
         try:
-            Queue(queue, connection=redis).enqueue(
+            queue_for(redis, queue).enqueue(
                 func, project, *args, job_id=job_id, job_timeout=timeout, result_ttl=7 * 86400,
                 retry=Retry(max=len(RETRY_INTERVALS_S), interval=list(RETRY_INTERVALS_S)),
                 failure_ttl=30 * 86400, meta={"project": project, "kind": kind, "reason": reason},

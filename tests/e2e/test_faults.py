@@ -190,9 +190,9 @@ def test_two_workers_never_train_one_project_at_once_and_versions_increase(stack
     jobs.append(stack.admin(f"{stack.project}/train", "POST")["job"])
     assert jobs[0] != jobs[1]
     stack.wait(lambda: stack.status()["current_version"] == "v3", 180, "both retrains", fail_fast=False)
-    from rq.job import Job
+    from backend.queueing import fetch_job
 
     redis = Redis.from_url(stack.env["REDIS_URL"])
-    results = [Job.fetch(j, connection=redis).return_value() for j in jobs]
+    results = [fetch_job(redis, j).return_value() for j in jobs]
     assert [r["version"] for r in results] == ["v2", "v3"]
     assert results[1]["locked_at"] >= results[0]["finished_at"]  # the second waited for the project lock
