@@ -174,8 +174,7 @@ def simulate(
     """Offline active-learning simulation: results.csv, learning_curve.png and summary.md in --out."""
     from pydantic import ValidationError
 
-    from plugins.simulation import SimulationConfig, run_simulation
-    from plugins.strategies import StrategyError
+    from plugins.simulation import SimulationConfig
 
     try:
         if config is not None:
