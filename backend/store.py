@@ -93,9 +93,17 @@ class ProjectStore:
         return {k.decode(): int(v) for k, v in self.redis.hgetall(self.key("events")).items()}
 
     # -- model versions --------------------------------------------------------------------------------
-    def next_version(self) -> str:
-        """A new, never reused model version name ('v1', 'v2', ...)."""
-        return f"v{self.redis.incr(self.key('version_seq'))}"
+    def next_version(self, at_least: int = 1) -> str:
+        """A new, never reused model version name ('v1', 'v2', ...), numbered `at_least` or higher.
+
+        Callers hold the project lock; `at_least` (one past the newest artifact on disk) keeps the numbers
+        increasing even when Redis lost its data.
+        """
+        number = int(self.redis.incr(self.key("version_seq")))
+        if number < at_least:
+            self.redis.set(self.key("version_seq"), at_least)
+            number = at_least
+        return f"v{number}"
 
     def next_publication(self) -> int:
         """A new publication number (every rescore publishes under a fresh Label Studio model_version)."""

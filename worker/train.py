@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from collections import Counter
 from typing import Any
@@ -72,7 +73,9 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         fit_metrics = model.fit(x, y, progress=on_progress) or {}
     metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
     store = ctx.store
-    version = store.next_version()
+    newest_on_disk = max((int(m.group(1)) for p in artifact_path(ctx.settings.model_dir, ctx.project, "v0").parent
+                          .glob("v*.pt") if (m := re.fullmatch(r"v(\d+)\.pt", p.name))), default=0)
+    version = store.next_version(at_least=newest_on_disk + 1)
     path = artifact_path(ctx.settings.model_dir, ctx.project, version)
     counts = Counter(label_of[t] for t in ids)
     extra = {"project": ctx.project, "tasks": [int(t) for t in ids], "annotations": sorted(sets.annotation_ids),

@@ -196,3 +196,20 @@ def test_two_workers_never_train_one_project_at_once_and_versions_increase(stack
     results = [fetch_job(redis, j).return_value() for j in jobs]
     assert [r["version"] for r in results] == ["v2", "v3"]
     assert results[1]["locked_at"] >= results[0]["finished_at"]  # the second waited for the project lock
+
+
+def test_redis_restarted_with_its_data_lost_the_worker_reconnects_and_versions_keep_increasing(
+        stack_factory, digit_images, redis_server):
+    stack = stack_factory(defaults=DEFAULTS)
+    truth = _first_version(stack, digit_images)
+    redis_server.restart()  # no persistence here: everything Redis held is gone (the worst case)
+    time.sleep(2)
+    assert stack.worker.running and stack.backend.running
+    stack.label_next(10, truth)  # the webhooks reach the backend again; the counters say 20 labeled, 0 trained
+    status = stack.wait(lambda: (s := stack.status())["published"] and s["versions"][-1]["labeled"] == 20 and
+                        s["published"]["version"] == s["current_version"] and s, 180,
+                        "a publication trained on all 20 labels", fail_fast=False)
+    numbers = [int(v["version"][1:]) for v in status["versions"]]
+    assert min(numbers) >= 2 and numbers == sorted(numbers)  # numbered after the artifact on disk, not v1 again
+    assert (stack.model_dir / f"project-{stack.project}" / "v1.pt").exists()
+    _consistent(stack)
