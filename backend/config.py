@@ -31,6 +31,13 @@ class Settings(BaseSettings):
     basic_auth_pass: SecretStr | None = Field(None, validation_alias="BASIC_AUTH_PASS")
     model_dir: Path = Field(Path("lsal-data/models"), validation_alias=AliasChoices("MODEL_DIR", "LSAL_MODEL_DIR"),
                             description="model artifacts: <model_dir>/project-<id>/<version>.pt")
+    artifact_store: str | None = Field(
+        None, validation_alias="LSAL_ARTIFACT_STORE",
+        description="rescoring shards: a directory shared by the workers, or s3://bucket/prefix (default MODEL_DIR)")
+    s3_endpoint_url: str | None = Field(None, validation_alias="LSAL_S3_ENDPOINT_URL",
+                                        description="S3-compatible endpoint (MinIO, ...) for an s3:// store")
+    score_queue: str | None = Field(None, validation_alias="LSAL_SCORE_QUEUE",
+                                    description="queue of rescoring shard jobs (default: LSAL_QUEUE)")
     public_url: str | None = Field(
         None, validation_alias="LSAL_PUBLIC_URL",
         description="URL at which Label Studio reaches this backend (for the webhook it registers); "

@@ -38,6 +38,8 @@ class ProjectSettings(BaseModel):
     stream_threshold: float | None = Field(
         None, ge=0.0, description="stream mode: tasks whose uncertainty is below this are held back "
                                   "(ranked last) until the next full rescore")
+    shard_size: int = Field(20_000, ge=10, description="a rescore of more unlabeled tasks than this is split "
+                                                      "into shard jobs that any free worker computes")
     keep_versions: int = Field(3, ge=1, le=100, description="prediction versions kept in Label Studio")
     seed: int = Field(0, description="seed for training splits and the strategy's random choices")
 

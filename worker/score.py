@@ -76,6 +76,12 @@ def rescore_project(ctx: JobContext) -> Scored | dict[str, Any]:
         sets = split_tasks(ctx.ls.tasks(ctx.project), target)
     if not sets.unlabeled:
         return {"status": "nothing_to_score", "labeled": len(sets.labeled)}
+    shard_size = ctx.project_settings.shard_size
+    if len(sets.unlabeled) > shard_size:  # split across workers; the merge job publishes
+        from worker.shards import plan_shards
+
+        ctx.store.set_info(labeled=len(sets.labeled), unlabeled=len(sets.unlabeled))
+        return plan_shards(ctx, version, sets.unlabeled, shard_size)
     scored = score_tasks(ctx, version, sets.unlabeled, target, sets.labeled)
     ctx.store.set_info(labeled=len(sets.labeled), unlabeled=len(sets.unlabeled))
     return scored

@@ -235,6 +235,7 @@ class Stack:
         self.url = f"http://127.0.0.1:{port}"
         self.model_dir = Path(env["MODEL_DIR"])
         self.project: int | None = None
+        self.labels: dict[str, str] = {}
         self.backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                               "--log-level", "warning"), tmp_path / "backend.log", env)
         self.workers: list = []
@@ -332,6 +333,34 @@ class Stack:
             done.append(task["id"])
         return done
 
+    def direct_order(self, version: str, settings: dict, tasks: dict[int, str], labeled: set[int],
+                     images: dict[str, Path]) -> list[int]:
+        """Unlabeled task ids in the order the project's strategy gives when run directly on the artifact."""
+        import numpy as np
+
+        from backend.project_settings import ProjectSettings
+        from plugins.images import decode_image, resize
+        from plugins.models.artifact import load_artifact
+        from plugins.strategies import Input
+
+        artifact = load_artifact(self.model_dir / f"project-{self.project}" / f"{version}.pt")
+        cfg = ProjectSettings.model_validate(settings)
+        size = cfg.image_size
+
+        def load(urls: list[str]) -> np.ndarray:
+            return np.stack([resize(decode_image(images[u].read_bytes(), mode="L"), (size, size))[..., None]
+                             for u in urls]) if urls else np.zeros((0, size, size, 1), dtype=np.uint8)
+
+        pool = sorted(t for t in tasks if t not in labeled)
+        lab = sorted(labeled)
+        truth = {u: i for i, u in enumerate(artifact.label_map)}
+        strat = cfg.build_strategy()
+        needs = strat.required_inputs() | (strat.optional_inputs() & artifact.model.provides) | {Input.PROBS}
+        y_lab = np.asarray([truth[self.labels[tasks[t]]] for t in lab], dtype=np.int64) if lab else np.zeros(0, int)
+        inputs = artifact.model.pool_inputs(load([tasks[t] for t in pool]), frozenset(needs),
+                                            load([tasks[t] for t in lab]), y_lab)
+        return [pool[i] for i in strat.rank(inputs).order]
+
     def ls_model_version(self) -> str:
         return self.ok(self.ls.get(f"/api/projects/{self.project}"), "project")["model_version"]
 
@@ -355,6 +384,7 @@ def stack_factory(label_studio, redis_url, digit_images, tmp_path):
         if with_token:
             base["LABEL_STUDIO_API_KEY"] = label_studio.token
         stack = Stack(label_studio, {**base, **env}, free_port(), tmp_path)
+        stack.labels = dict(zip(digit_images.urls, digit_images.labels))
         stacks.append(stack)
         stack.backend.start()
         stack.start_worker()

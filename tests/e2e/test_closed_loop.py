@@ -12,30 +12,11 @@ caught up by reconciliation.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
-import numpy as np
 
-from backend.project_settings import ProjectSettings
-from plugins.images import decode_image, resize
-from plugins.models.artifact import load_artifact
-from plugins.strategies import Input
 
 FAST = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
         "image_size": 8, "channels": 1}
-
-
-def _direct_order(stack, version: str, strategy: dict, tasks: dict[int, str], labeled: set[int],
-                  images: dict[str, Path]) -> list[int]:
-    """Unlabeled task ids in the order the strategy gives when run directly on the artifact (no service)."""
-    artifact = load_artifact(stack.model_dir / f"project-{stack.project}" / f"{version}.pt")
-    settings = ProjectSettings.model_validate({**FAST, "strategy": strategy})
-    pool = sorted(t for t in tasks if t not in labeled)
-    x = np.stack([resize(decode_image(images[tasks[t]].read_bytes(), mode="L"), (8, 8))[..., None] for t in pool])
-    strat = settings.build_strategy()
-    needs = strat.required_inputs() | (strat.optional_inputs() & artifact.model.provides) | {Input.PROBS}
-    inputs = artifact.model.pool_inputs(x, frozenset(needs), x[:0], np.zeros(0, dtype=np.int64))
-    return [pool[i] for i in strat.rank(inputs).order]
 
 
 def _finished_jobs(stack, prefix: str) -> list[str]:
@@ -74,7 +55,7 @@ def test_closed_loop_through_label_studio(stack_factory, digit_images):
     assert stack.ls_model_version() == live
     assert stack.prediction_counts().get(live) == len(tasks) - len(labeled)
 
-    expected = _direct_order(stack, "v1", FAST["strategy"], tasks, labeled, images)
+    expected = stack.direct_order("v1", FAST, tasks, labeled, images)
     assert [r["task"] for r in stack.admin(f"{project}/ranking?limit=20")["head"]] == expected[:20]
     assert stack.next_task()["id"] == expected[0]
 
@@ -84,7 +65,8 @@ def test_closed_loop_through_label_studio(stack_factory, digit_images):
     status = stack.wait(lambda: (s := stack.status())["published"]["model_version"] != live and s, 120,
                         "the rescore with the new strategy")
     assert status["published"]["strategy"]["name"] == "random"
-    expected_random = _direct_order(stack, "v1", {"name": "random", "params": {"seed": 3}}, tasks, labeled, images)
+    expected_random = stack.direct_order("v1", {**FAST, "strategy": {"name": "random", "params": {"seed": 3}}}, tasks,
+                                         labeled, images)
     assert expected_random[:20] != expected[:20]
     assert stack.next_task()["id"] == expected_random[0]
     old, live = live, status["published"]["model_version"]
