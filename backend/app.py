@@ -15,12 +15,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 from redis.exceptions import RedisError
+from rq.registry import FailedJobRegistry
 from starlette.concurrency import run_in_threadpool
 
 from backend.admin import rollback, set_strategy, status, trigger, update_settings
 from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret
 from backend.config import Settings, get_settings
 from backend.credentials import remember_setup_credentials
+from backend.curves import learning_curve_png
 from backend.ls_client import LabelStudioClient, LabelStudioError
 from backend.reconciler import Reconciler, reconcile_project
 from backend.metrics import Metrics
@@ -192,7 +194,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/metrics")
     def prometheus() -> Response:
         try:
-            metrics.queue_depth.set(queue_for(redis, settings.queue).count)
+            queue = queue_for(redis, settings.queue)
+            metrics.queue_depth.set(queue.count)
+            metrics.failed_jobs.set(FailedJobRegistry(queue=queue).count)
             for project in known_projects(redis):
                 current = store(project).current_version()
                 if current:
@@ -258,6 +262,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return reconcile_project(settings, redis, project)
         except LabelStudioError as exc:
             raise HTTPException(502, str(exc)) from None
+
+    @app.get("/admin/projects/{project}/learning-curve.png", **admin)
+    def get_learning_curve(project: int) -> Response:
+        return Response(learning_curve_png(project, store(project).versions()), media_type="image/png")
 
     @app.get("/admin/projects/{project}/versions", **admin)
     def get_versions(project: int) -> dict[str, Any]:

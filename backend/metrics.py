@@ -25,6 +25,8 @@ class Metrics:
                                  registry=r)
         self.model_loads = Counter("lsal_model_loads_total", "model artifacts read from disk", registry=r)
         self.queue_depth = Gauge("lsal_queue_depth", "jobs waiting in the RQ queue", registry=r)
+        self.failed_jobs = Gauge("lsal_failed_jobs", "jobs in the RQ failed-job registry (worker failures)",
+                                 registry=r)
         self.model_version = Gauge("lsal_model_version", "serving model version number", ["project"], registry=r)
         self.last_round = Gauge("lsal_last_round_seconds", "duration of the last job", ["project", "kind"],
                                 registry=r)

@@ -10,10 +10,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
+from backend.curves import learning_curve_png
 from backend.label_config import parse_target
 from backend.labeled_set import split_tasks
 from backend.model_cache import artifact_path
-from plugins.fileio import remove_stale_temporaries
+from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.models import build_model
 from plugins.models.artifact import ArtifactError, save_artifact
 from worker.context import JobContext
@@ -89,6 +90,9 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
               "model": settings.model.name, "warm_start": warm_from, "max_annotation_id":
                   max(sets.annotation_ids, default=0), "timings": dict(ctx.timings)}
     store.add_version(record)
+    with ctx.phase("curve"):  # the project's learning curve beside its artifacts
+        atomic_write(path.parent / "learning_curve.png",
+                     lambda stream: stream.write(learning_curve_png(ctx.project, store.versions())))
     if isinstance(project.get("num_tasks_with_annotations"), int):
         store.set_trained_count(project["num_tasks_with_annotations"])
     store.set_info(skipped=[s.__dict__ for s in (skipped + sets.skipped)[:50]], labeled=len(ids),

@@ -68,3 +68,16 @@ def test_metrics_expose_requests_and_webhook_events(client, auth):
     text = client.get("/metrics").text
     assert 'lsal_webhook_events_total{action="PROJECT_UPDATED"} 1.0' in text
     assert "lsal_http_request_seconds_bucket" in text and "lsal_queue_depth" in text
+
+
+def test_learning_curve_png_per_project(client, auth, redis_url):
+    store = ProjectStore(Redis.from_url(redis_url), 6)
+    empty = client.get("/admin/projects/6/learning-curve.png", headers=auth)
+    assert empty.status_code == 200 and empty.content.startswith(b"\x89PNG")
+    for n, acc in ((10, 0.4), (20, 0.6), (30, 0.7)):
+        store.add_version({"version": store.next_version(), "labeled": n,
+                           "metrics": {"holdout_accuracy": acc, "holdout_macro_f1": acc - 0.05}})
+    png = client.get("/admin/projects/6/learning-curve.png", headers=auth)
+    assert png.headers["content-type"] == "image/png" and len(png.content) > len(empty.content) // 2
+    assert client.get("/admin/projects/6/learning-curve.png").status_code == 401
+    assert "lsal_failed_jobs 0.0" in client.get("/metrics").text

@@ -78,6 +78,7 @@ def test_closed_loop_through_label_studio(stack_factory, digit_images):
     status = stack.wait(lambda: (s := stack.status())["current_version"] == "v2" and
                         s["published"]["version"] == "v2" and s, 120, "Start Training to publish v2")
     assert status["events"].get("START_TRAINING") == 1
+    assert (stack.model_dir / f"project-{project}" / "learning_curve.png").read_bytes().startswith(b"\x89PNG")
     live = status["published"]["model_version"]
     assert stack.ls_model_version() == live
 
