@@ -149,3 +149,15 @@ def test_with_redis_down_predict_keeps_answering_and_webhooks_get_503(served, im
     finally:
         redis_server.start()
     assert client.post("/predict", json=body).status_code == 200
+
+
+def test_images_over_the_size_cap_are_skipped_with_a_reason(settings_factory, redis_url, images, served):
+    from backend.project_settings import ProjectSettings
+
+    base, _ = images
+    small = settings_factory(image_hosts=[base.split("//")[1]], image_max_bytes=50,
+                             defaults=ProjectSettings(**DEFAULTS))
+    client = TestClient(create_app(small))
+    out = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": f"{base}/0.png"}}], "project": 5,
+                                        "label_config": CONFIG}).json()
+    assert out["results"][0]["result"] == [] and out["results"][0]["error"].startswith("too_large")

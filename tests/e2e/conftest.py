@@ -303,13 +303,32 @@ class Stack:
         return response.json()
 
     def create_project(self, urls: list[str], title: str = "e2e digits") -> dict[int, str]:
-        """A digits project with a task per URL, connected to this backend; {task id: url}."""
-        ls = self.ls
-        self.project = self.ok(ls.post("/api/projects/", json={"title": title, "label_config": DIGITS_CONFIG}),
+        """A digits project with a task per image URL, connected to this backend; {task id: url}."""
+        self._new_project(title)
+        self.ok(self.ls.post(f"/api/projects/{self.project}/import", json=[{"image": u} for u in urls]), "import")
+        return self._connect()
+
+    def create_project_from_files(self, paths: list[Path], title: str = "uploads") -> dict[int, str]:
+        """A project whose images are uploaded into Label Studio (tasks point at /data/upload/...)."""
+        import httpx
+
+        self._new_project(title)
+        # one form field per file: Label Studio reads request.FILES.items(), one file per field name
+        files = [(f"file{i}", (p.name, p.read_bytes(), "image/png")) for i, p in enumerate(paths)]
+        r = httpx.post(f"{self.ls.url}/api/projects/{self.project}/import", files=files, headers=self.ls.headers,
+                       timeout=120)
+        assert r.status_code < 300, f"upload: HTTP {r.status_code} {r.text[:300]}"
+        return self._connect()
+
+    def _new_project(self, title: str) -> None:
+        self.project = self.ok(self.ls.post("/api/projects/", json={"title": title, "label_config": DIGITS_CONFIG}),
                                "create project")["id"]
-        self.ok(ls.post(f"/api/projects/{self.project}/import", json=[{"image": u} for u in urls]), "import")
+
+    def _connect(self) -> dict[int, str]:
+        """Connect the backend as an admin does in Settings -> Model (basic auth = the secret, for Start
+        Training); wait for the webhook; {task id: image URL}."""
+        ls = self.ls
         tasks = self.ok(ls.get(f"/api/tasks?project={self.project}&page_size=1000"), "tasks")["tasks"]
-        # connect as an admin does in Settings -> Model (basic auth = the secret, for Start Training)
         self.ml = self.ok(ls.post("/api/ml", json={"project": self.project, "url": self.url, "title": "lsal",
                                                    "auth_method": "BASIC_AUTH", "basic_auth_user": "lsal",
                                                    "basic_auth_pass": E2E_SECRET}), "connect the ML backend")
