@@ -54,6 +54,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(32 * 2**20, gt=0, validation_alias="LSAL_MAX_BODY_BYTES")
     reconcile_s: float = Field(300.0, ge=0, validation_alias="LSAL_RECONCILE_S",
                                description="compare Label Studio's counts with the trained ones this often (0: never)")
+    lock_lease_s: float = Field(30.0, ge=1, validation_alias="LSAL_LOCK_LEASE_S",
+                                description="a job's project lock lapses this long after its worker died")
     job_timeout_s: int = Field(3600, gt=0, validation_alias="LSAL_JOB_TIMEOUT_S")
     defaults: ProjectSettings = Field(
         default_factory=ProjectSettings, validation_alias="LSAL_DEFAULTS",

@@ -26,7 +26,7 @@ def _run(project: int, kind: str, body) -> dict[str, Any]:
     ctx = JobContext.create(project)
     started = time.time()
     try:
-        with project_lock(ctx.redis, project, wait_s=ctx.settings.job_timeout_s):
+        with project_lock(ctx.redis, project, wait_s=ctx.settings.job_timeout_s, lease_s=ctx.settings.lock_lease_s):
             locked_at = time.time()
             if ctx.job is not None:
                 release_pending(ctx.redis, project, kind, ctx.job.id)

@@ -105,7 +105,7 @@ def _kill(process) -> None:
 
 
 def test_worker_killed_mid_training_loses_nothing_and_the_retry_publishes(stack_factory, digit_images):
-    stack = stack_factory(defaults=DEFAULTS)
+    stack = stack_factory(defaults=DEFAULTS, LSAL_LOCK_LEASE_S="5")
     _first_version(stack, digit_images)
     live = _consistent(stack)["published"]["model_version"]
     stack.admin(f"{stack.project}/settings", "PATCH", {"model": SLOW_CNN})
@@ -122,7 +122,7 @@ def test_worker_killed_mid_training_loses_nothing_and_the_retry_publishes(stack_
     assert sorted(p.name for p in (stack.model_dir / f"project-{stack.project}").iterdir()
                   if p.suffix in (".pt", ".tmp")) == ["v1.pt"]
 
-    # our abandoned-job handling: the dead job's project lock lapses (30 s lease), reconciliation re-runs it
+    # our abandoned-job handling: the dead job's project lock lapses (its lease), reconciliation re-runs it
     stack.admin(f"{stack.project}/settings", "PATCH", {"model": DEFAULTS["model"]})  # fast model for the rerun
     redis = Redis.from_url(stack.env["REDIS_URL"])
     deadline = time.monotonic() + 60
@@ -157,7 +157,7 @@ def test_label_studio_5xx_during_publish_never_goes_half_live(stack_factory, dig
 
 def test_worker_killed_mid_publish_leaves_the_old_order_live_and_the_orphan_is_pruned(stack_factory, digit_images,
                                                                                        proxy):
-    stack = stack_factory(ls_url=proxy.url, defaults=DEFAULTS)
+    stack = stack_factory(ls_url=proxy.url, defaults=DEFAULTS, LSAL_LOCK_LEASE_S="5")
     _first_version(stack, digit_images)
     live = _consistent(stack)["published"]["model_version"]
     proxy.rules.append(("PATCH", rf"^/api/projects/{stack.project}/?$", "hang"))
