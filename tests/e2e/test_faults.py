@@ -186,8 +186,13 @@ def test_two_workers_never_train_one_project_at_once_and_versions_increase(stack
     stack = stack_factory(defaults=DEFAULTS)
     stack.start_worker()
     _first_version(stack, digit_images)
+    stack.admin(f"{stack.project}/settings", "PATCH",  # a training of several seconds: long enough to overlap
+                {"model": {"name": "cnn", "params": {"mc_samples": 2, "train": {"epochs": 15,
+                                                                                 "min_epoch_items": 2048}}}})
     jobs = [stack.admin(f"{stack.project}/train", "POST")["job"]]
-    stack.wait(lambda: stack.status()["queue"]["running"], 60, "the first retrain to start", fail_fast=False)
+    stack.wait(lambda: (q := stack.status()["queue"]) and "retrain" not in q["pending"] and
+               any(j["id"] == jobs[0] for j in q["running"]), 60, "the first retrain to hold the lock",
+               fail_fast=False)
     jobs.append(stack.admin(f"{stack.project}/train", "POST")["job"])
     assert jobs[0] != jobs[1]
     stack.wait(lambda: stack.status()["current_version"] == "v3", 180, "both retrains", fail_fast=False)
