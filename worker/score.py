@@ -13,7 +13,7 @@ from plugins.models.artifact import Artifact
 from plugins.strategies import Input, Ranking, Strategy
 from worker.context import JobContext
 
-_LABELED_INPUTS = {Input.LABELED_EMBEDDINGS, Input.LABELED_LABELS}
+LABELED_INPUTS = {Input.LABELED_EMBEDDINGS, Input.LABELED_LABELS}
 
 
 @dataclass
@@ -48,7 +48,7 @@ def score_tasks(ctx: JobContext, version: str, pool: list[tuple[int, str]], targ
         ids, x_pool, skipped = fetcher.load_many(pool, size, channels)
         x_lab = np.zeros((0, size, size, channels), dtype=np.uint8)
         y_lab = np.zeros(0, dtype=np.int64)
-        if needs & _LABELED_INPUTS and labeled:
+        if needs & LABELED_INPUTS and labeled:
             index = {label: i for i, label in enumerate(artifact.label_map)}
             usable = [(t, u, lab) for t, u, lab in labeled if lab in index]
             lab_ids, x_lab, more = fetcher.load_many([(t, u) for t, u, _ in usable], size, channels)

@@ -24,7 +24,7 @@ from plugins.models.artifact import Artifact
 from plugins.strategies import Input, PoolInputs, Ranking, ScoreStrategy, Strategy
 from plugins.strategies.base import descending_order
 from worker.context import JobContext
-from worker.score import _LABELED_INPUTS, Scored
+from worker.score import LABELED_INPUTS, Scored
 
 _ARRAYS = ("probs", "samples", "embeddings", "predicted_loss")
 
@@ -81,7 +81,7 @@ def score_shard(project: int, version: str, run: str, index: int, chunk: list[li
     fetcher = ctx.fetcher()
     ids, x, skipped = fetcher.load_many([(int(t), u) for t, u in chunk], settings.image_size, settings.channels)
     fetcher.close()
-    needs = _needs(strategy, artifact) - _LABELED_INPUTS
+    needs = _needs(strategy, artifact) - LABELED_INPUTS
     inputs = artifact.model.pool_inputs(x, needs, x[:0], np.zeros(0, dtype=np.int64))
     arrays: dict[str, np.ndarray] = {"task_ids": np.asarray(ids, dtype=np.int64),
                                      "probs": np.asarray(inputs.probs, dtype=np.float32)}
@@ -150,14 +150,14 @@ def _extras(ctx: JobContext, strategy: Strategy, artifact: Artifact) -> PoolInpu
     """The labeled set's embeddings and labels (loaded here: the labeled set is small) and the head."""
     from backend.labeled_set import split_tasks
 
-    needs = _needs(strategy, artifact) & (_LABELED_INPUTS | {Input.HEAD})
+    needs = _needs(strategy, artifact) & (LABELED_INPUTS | {Input.HEAD})
     if isinstance(strategy, ScoreStrategy) or not needs:
         return None
     settings = ctx.project_settings
     size, channels = settings.image_size, settings.channels
     x = np.zeros((0, size, size, channels), dtype=np.uint8)
     y = np.zeros(0, dtype=np.int64)
-    if needs & _LABELED_INPUTS:
+    if needs & LABELED_INPUTS:
         target = parse_target(ctx.ls.project(ctx.project).get("label_config", ""))
         sets = split_tasks(ctx.ls.tasks(ctx.project), target)
         index = {label: i for i, label in enumerate(artifact.label_map)}
