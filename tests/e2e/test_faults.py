@@ -212,7 +212,11 @@ def test_redis_restarted_with_its_data_lost_the_worker_reconnects_and_versions_k
     time.sleep(2)
     assert stack.worker.running and stack.backend.running
     stack.label_next(10, truth)  # the webhooks reach the backend again; the counters say 20 labeled, 0 trained
-    status = stack.wait(lambda: (s := stack.status())["published"] and s["versions"][-1]["labeled"] == 20 and
+    # with Redis's memory gone, the first events after the restart find no version and retrain at once
+    stack.wait(lambda: (s := stack.status())["published"] and s["published"]["version"] == s["current_version"],
+               180, "a publication after the restart", fail_fast=False)
+    stack.admin(f"{stack.project}/train", "POST")  # and a retrain now reads every annotation Label Studio holds
+    status = stack.wait(lambda: (s := stack.status())["versions"][-1]["labeled"] == 20 and
                         s["published"]["version"] == s["current_version"] and s, 180,
                         "a publication trained on all 20 labels", fail_fast=False)
     numbers = [int(v["version"][1:]) for v in status["versions"]]
