@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -38,10 +39,22 @@ class ImageFetcher:
         self._allowed = {self._ls_host} | {h if ":" in h else f"{h}:80" for h in settings.image_hosts} | {
             f"{h}:443" for h in settings.image_hosts if ":" not in h}
         self._http = httpx.Client(timeout=settings.image_timeout_s, follow_redirects=False)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     def close(self) -> None:
-        """Release connections."""
+        """Release connections and the download threads."""
         self._http.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+            self._pool = None
+
+    def _executor(self, workers: int) -> ThreadPoolExecutor:
+        """One pool of download threads for the fetcher's life (a pool per call grew the heap under load)."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="lsal-image")
+            return self._pool
 
     def fetch(self, url: str) -> bytes:
         """The bytes behind a task's image URL; ImageLoadError (reason 'not_allowed', 'not_found', ...)."""
@@ -94,12 +107,11 @@ class ImageFetcher:
                 return Skipped(item[0], exc.reason, exc.detail)
 
         ids, images, skipped = [], [], []
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            for (task, _), out in zip(items, pool.map(one, items)):
-                if isinstance(out, Skipped):
-                    skipped.append(out)
-                else:
-                    ids.append(task)
-                    images.append(out)
+        for (task, _), out in zip(items, self._executor(workers).map(one, items)):
+            if isinstance(out, Skipped):
+                skipped.append(out)
+            else:
+                ids.append(task)
+                images.append(out)
         array = np.stack(images) if images else np.zeros((0, size, size, channels), dtype=np.uint8)
         return ids, array, skipped

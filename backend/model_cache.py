@@ -20,18 +20,29 @@ class ModelCache:
         self.model_dir = Path(model_dir)
         self._loaded: dict[int, tuple[str, Artifact]] = {}
         self._lock = threading.Lock()
+        self._loading: dict[int, threading.Lock] = {}
         self.loads = 0  # how many artifacts were read from disk (for tests and /metrics)
 
     def get(self, project: int, version: str) -> Artifact:
-        """The artifact of `version`, from memory when it is the one already loaded for `project`."""
+        """The artifact of `version`, from memory when it is the one already loaded for `project`.
+
+        Concurrent first requests for a project wait for one load (a lock per project) instead of each
+        reading the file; other projects are served meanwhile.
+        """
         with self._lock:
             held = self._loaded.get(project)
             if held is not None and held[0] == version:
                 return held[1]
-        artifact = load_artifact(artifact_path(self.model_dir, project, version))
-        with self._lock:
-            self._loaded[project] = (version, artifact)
-            self.loads += 1
+            loading = self._loading.setdefault(project, threading.Lock())
+        with loading:
+            with self._lock:
+                held = self._loaded.get(project)
+                if held is not None and held[0] == version:
+                    return held[1]
+            artifact = load_artifact(artifact_path(self.model_dir, project, version))
+            with self._lock:
+                self._loaded[project] = (version, artifact)
+                self.loads += 1
         return artifact
 
     def loaded(self) -> dict[int, str]:

@@ -161,3 +161,14 @@ def test_images_over_the_size_cap_are_skipped_with_a_reason(settings_factory, re
     out = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": f"{base}/0.png"}}], "project": 5,
                                         "label_config": CONFIG}).json()
     assert out["results"][0]["result"] == [] and out["results"][0]["error"].startswith("too_large")
+
+
+def test_concurrent_first_requests_load_the_model_once(served, images):
+    from concurrent.futures import ThreadPoolExecutor
+
+    client, _ = served
+    base, _ = images
+    body = {"tasks": [{"id": 1, "data": {"image": f"{base}/0.png"}}], "project": 5, "label_config": CONFIG}
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda _: client.post("/predict", json=body).status_code, range(16)))
+    assert codes == [200] * 16 and client.app.state.models.loads == 1
