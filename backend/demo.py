@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -41,6 +40,7 @@ from backend.stack import (
     ManagedProcess,
     free_port,
     lsal_command,
+    lsal_env,
     port_is_free,
     redis_process,
     wait_for_redis,
@@ -53,7 +53,6 @@ N_DIGITS = 1797  # scikit-learn's bundled digits
 MIN_HELD_OUT = 100
 ML_USER = "lsal"  # the basic-auth user of the ML backend connection; the password is LSAL_SECRET
 TASK_LOCK_TTL_S = 30  # a task handed out but not labeled returns to the order after this long
-_STRIPPED_ENV = ("LSAL_", "LABEL_STUDIO_", "HEARTEX_", "BASIC_AUTH_")  # ours are set explicitly
 
 
 class DemoError(RuntimeError):
@@ -213,13 +212,6 @@ class Stack:
                 signal.signal(sig, handler)
 
 
-def _lsal_env(extra: dict[str, str]) -> dict[str, str]:
-    """Our environment without the caller's lsal / Label Studio settings, plus `extra`."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(_STRIPPED_ENV) and k not in ("REDIS_URL", "MODEL_DIR")}
-    return {**env, **extra}
-
-
 def _token_from_db(data_dir: Path, username: str) -> str | None:
     """The API token of `username` in Label Studio's SQLite database, if any."""
     path = data_dir / "label_studio.sqlite3"
@@ -355,7 +347,7 @@ class Demo:
 
         port = o.port or free_port()
         self.backend_url = f"http://127.0.0.1:{port}"
-        env = _lsal_env({
+        env = lsal_env({
             "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LSAL_SECRET": self.secret,
             "MODEL_DIR": str(self.model_dir), "LSAL_IMAGE_HOSTS": images.host,

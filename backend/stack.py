@@ -137,6 +137,16 @@ class ManagedProcess:
             pass
 
 
+_CALLER_SETTINGS = ("LSAL_", "LABEL_STUDIO_", "HEARTEX_", "BASIC_AUTH_")  # ours are set explicitly
+
+
+def lsal_env(extra: dict[str, str]) -> dict[str, str]:
+    """This process's environment without the caller's lsal / Label Studio settings, plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(_CALLER_SETTINGS) and k not in ("REDIS_URL", "MODEL_DIR")}
+    return {**env, **extra}
+
+
 def lsal_command(*args: str) -> list[str]:
     """The `lsal` CLI of this interpreter."""
     return [sys.executable, "-m", "backend.cli", *args]

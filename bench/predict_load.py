@@ -30,17 +30,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import secrets
 import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,17 +48,13 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.demo import prepare_digits
-from backend.stack import ManagedProcess, free_port, lsal_command, redis_process, wait_for_redis
+from _harness import BenchError, Stops, pct, run_main, say, table
+from backend.demo import LABEL_CONFIG, prepare_digits
+from backend.stack import ManagedProcess, free_port, lsal_command, lsal_env, redis_process, wait_for_redis
 
-CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
-LABEL_CONFIG = (f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}'
-                '</Choices></View>')
 PROJECT = 1
 TASKS_PER_REQUEST = 8
 N_SERVED = 512  # digits served as images (the model is trained on the other 1,285)
-_STRIPPED_ENV = ("LSAL_", "LABEL_STUDIO_", "HEARTEX_", "BASIC_AUTH_")
-T0 = time.monotonic()
 
 # a quiet threaded http.server for a folder, run as a child process (own GIL, stopped by PID)
 # HTTP/1.1 keep-alive, TCP_NODELAY and a listen backlog of 256: with http.server's defaults (HTTP/1.0,
@@ -80,49 +74,6 @@ server = Server(("127.0.0.1", int(sys.argv[1])), functools.partial(Quiet, direct
 server.daemon_threads = True
 server.serve_forever()
 """
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - T0:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on."""
-
-
-@dataclass
-class Stops:
-    items: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def add(self, name: str, stop: Callable[[], None]) -> None:
-        self.items.append((name, stop))
-
-    def close(self) -> None:
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while self.items:
-                name, stop = self.items.pop()
-                try:
-                    stop()
-                except Exception as exc:  # noqa: BLE001 (stop the rest whatever happens)
-                    say(f"could not stop {name}: {exc}")
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
-
-
-def pct(values, q: float) -> float:
-    return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else float("nan")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -386,10 +337,9 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     say(f"model v1 trained on {len(data.test_y)} digits, saved to {artifact} ({artifact.stat().st_size} bytes)")
 
     secret = secrets.token_hex(16)
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(_STRIPPED_ENV) and k not in ("REDIS_URL", "MODEL_DIR")}
-    env.update({"REDIS_URL": redis_url, "MODEL_DIR": str(model_dir), "LSAL_IMAGE_HOSTS": image_host,
-                "LSAL_SECRET": secret, "LSAL_RECONCILE_S": "0", "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"})
+    env = lsal_env({"REDIS_URL": redis_url, "MODEL_DIR": str(model_dir), "LSAL_IMAGE_HOSTS": image_host,
+                    "LSAL_SECRET": secret, "LSAL_RECONCILE_S": "0", "OMP_NUM_THREADS": "1",
+                    "PYTHONUNBUFFERED": "1"})
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
@@ -514,29 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.clients < 1 or args.seconds <= 0 or args.soak_seconds < 0 or args.ref_seconds <= 0:
         parser.error("--clients >= 1, --seconds > 0, --soak-seconds >= 0, --ref-seconds > 0")
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="lsal-predict-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    stops = Stops()
-    old = signal.signal(signal.SIGTERM, _sigterm)
-    code = 2
-    try:
-        code = run(args, stops, workdir)
-    except KeyboardInterrupt:
-        say("interrupted")
-        code = 130
-    except (BenchError, RuntimeError) as exc:
-        say(f"error: {exc}")
-        code = 2
-    finally:
-        say("stopping everything this benchmark started")
-        stops.close()
-        signal.signal(signal.SIGTERM, old)
-        if args.workdir is None:
-            if code == 0:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                say(f"kept {workdir} (logs under logs/)")
-    return code
+    return run_main(run, args, (args.workdir or Path(tempfile.mkdtemp(prefix="lsal-predict-"))).resolve())
 
 
 if __name__ == "__main__":

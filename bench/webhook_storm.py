@@ -28,26 +28,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import secrets
-import shutil
-import signal
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from backend.demo import ImageServer, prepare_digits
+from _harness import T0, BenchError, Stops, pct, run_main, say, table
+from backend.demo import LABEL_CONFIG, ImageServer, prepare_digits
 from backend.queueing import fetch_job, pending_key, queue_for
 from backend.stack import (
     DEFAULT_LS_BIN,
@@ -55,58 +52,16 @@ from backend.stack import (
     ManagedProcess,
     free_port,
     lsal_command,
+    lsal_env,
     redis_process,
     wait_for_redis,
 )
 
-CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
-DIGITS_CONFIG = (f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}'
-                 '</Choices></View>')
 # the end-to-end tests' fast settings: logistic regression on 8x8 grayscale digits
 FAST_DEFAULTS = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
                  "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10, "holdout_fraction": 0.2}
 QUEUE = "lsal"
 GOAL_P99_MS = 50.0
-_STRIPPED_ENV = ("LSAL_", "LABEL_STUDIO_", "HEARTEX_", "BASIC_AUTH_")
-T0 = time.monotonic()
-
-
-def say(text: str) -> None:
-    print(f"[{time.monotonic() - T0:6.1f} s] {text}", file=sys.stderr, flush=True)
-
-
-class BenchError(RuntimeError):
-    """The benchmark cannot go on (a process died, a setup call failed, time ran out)."""
-
-
-# --------------------------------------------------------------------------------------------------------
-# Processes: everything started is stopped, in reverse order, by PID
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Stops:
-    items: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def add(self, name: str, stop: Callable[[], None]) -> None:
-        self.items.append((name, stop))
-
-    def close(self) -> None:
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while self.items:
-                name, stop = self.items.pop()
-                try:
-                    stop()
-                except Exception as exc:  # noqa: BLE001 (stop the rest whatever happens)
-                    say(f"could not stop {name}: {exc}")
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
-
-
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -343,7 +298,7 @@ def create_project(ls: Api, admin: Api, backend_url: str, title: str, urls: list
                    alive: Callable[[], None]) -> tuple[int, dict[int, str]]:
     """A digits project with one task per URL, connected to the backend; (id, {task id: url})."""
     project = ls.call("POST", "/api/projects/", "create a project",
-                      json={"title": title, "label_config": DIGITS_CONFIG})["id"]
+                      json={"title": title, "label_config": LABEL_CONFIG})["id"]
     ls.call("POST", f"/api/projects/{project}/import", "import tasks", json=[{"image": u} for u in urls])
     tasks = ls.call("GET", "/api/tasks/", "list tasks", params={"project": project, "page_size": len(urls) + 10})
     tasks = {t["id"]: t["data"]["image"] for t in tasks["tasks"]}
@@ -374,16 +329,6 @@ def annotate(ls: Api, tasks: dict[int, str], truth: dict[str, str], n: int) -> l
 # --------------------------------------------------------------------------------------------------------
 # Report
 # --------------------------------------------------------------------------------------------------------
-
-
-def pct(values: list[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-def table(headers: list[str], rows: list[list[Any]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def check_versions(versions: list[dict[str, Any]], results: list[dict[str, Any]], ls_count: int,
@@ -455,9 +400,7 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
 
     port = free_port()
     backend_url = f"http://127.0.0.1:{port}"
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(_STRIPPED_ENV) and k not in ("REDIS_URL", "MODEL_DIR")}
-    env.update({"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.token, "REDIS_URL": redis_url,
+    env = lsal_env({"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.token, "REDIS_URL": redis_url,
                 "LSAL_SECRET": secret, "MODEL_DIR": str(workdir / "models"), "LSAL_IMAGE_HOSTS": images.host,
                 "LSAL_DEFAULTS": json.dumps(FAST_DEFAULTS), "OMP_NUM_THREADS": "1", "LSAL_RECONCILE_S": "0",
                 "PYTHONUNBUFFERED": "1"})
@@ -647,29 +590,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--labels-a/--labels-b must be between 10 (min_labels) and --tasks")
     if 2 * args.tasks > 1797 - 100:
         parser.error("--tasks at most 848 (scikit-learn has 1,797 digits)")
-    workdir = (args.workdir or Path(tempfile.mkdtemp(prefix="lsal-storm-"))).resolve()
-    workdir.mkdir(parents=True, exist_ok=True)
-    stops = Stops()
-    old = signal.signal(signal.SIGTERM, _sigterm)
-    code = 2
-    try:
-        code = run(args, stops, workdir)
-    except KeyboardInterrupt:
-        say("interrupted")
-        code = 130
-    except (BenchError, RuntimeError) as exc:
-        say(f"error: {exc}")
-        code = 2
-    finally:
-        say("stopping everything this benchmark started")
-        stops.close()
-        signal.signal(signal.SIGTERM, old)
-        if args.workdir is None:
-            if code == 0:
-                shutil.rmtree(workdir, ignore_errors=True)
-            else:
-                say(f"kept {workdir} (logs under logs/)")
-    return code
+    return run_main(run, args, (args.workdir or Path(tempfile.mkdtemp(prefix="lsal-storm-"))).resolve())
 
 
 if __name__ == "__main__":
