@@ -159,7 +159,7 @@ def queue_state(redis: Redis, queue: str, project: int) -> dict[str, Any]:
         last_failed = {"id": job.id, "error": (job.latest_result().exc_string if job.latest_result() else "")
                        .strip().splitlines()[-1:] or [""]}
     return {"queue": queue, "queued": q.count, "workers": len(Worker.all(queue=q)),
-            "pending": {kind: pending_job(redis, project, kind) for kind in JOBS if pending_job(redis, project, kind)},
+            "pending": {kind: job for kind in JOBS if (job := pending_job(redis, project, kind))},
             "running": [_job_view(j) for j in running], "failed": len(failed_ids), "last_failed": last_failed}
 
 

@@ -144,9 +144,9 @@ class ProjectStore:
         pipe = self.redis.pipeline()
         pipe.set(self.key("published"), json.dumps(record))
         pipe.delete(self.key("ranking"))
-        for start in range(0, len(ranking), 5000):
-            chunk = dict(list(ranking.items())[start:start + 5000])
-            pipe.hset(self.key("ranking"), mapping={str(k): json.dumps(v) for k, v in chunk.items()})
+        items = [(str(k), json.dumps(v)) for k, v in ranking.items()]
+        for start in range(0, len(items), 5000):
+            pipe.hset(self.key("ranking"), mapping=dict(items[start:start + 5000]))
         pipe.rpush(self.key("publications"), json.dumps(record))
         pipe.ltrim(self.key("publications"), -100, -1)
         pipe.execute()
