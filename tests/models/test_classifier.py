@@ -86,7 +86,7 @@ def test_params_are_validated() -> None:
 
 def test_fit_reaches_high_accuracy_and_reports_progress() -> None:
     x, y = _toy(150, seed=0)
-    model = _model(train=FAST | {"epochs": 6, "val_fraction": 0.1, "patience": 10})
+    model = _model(train=FAST | {"epochs": 6, "val_fraction": 0.1, "min_held_out": 10, "patience": 10})
     log: list[dict] = []
     metrics = model.fit(x, y, progress=log.append)
     x_test, y_test = _toy(100, seed=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -87,9 +89,28 @@ def test_training_learns_a_learnable_toy_set() -> None:
     accuracy, _ = evaluate(net, x_test, y_test, mean, std, torch.device("cpu"))
     assert accuracy > 0.9
     assert [r["epoch"] for r in log] == [1, 2, 3, 4, 5, 6]
-    assert set(log[0]) == {"phase", "epoch", "epochs", "loss", "val_accuracy"}
+    assert set(log[0]) == {"phase", "epoch", "epochs", "loss", "val_accuracy", "lr"}
     assert log[-1]["loss"] < log[0]["loss"]
     assert metrics["held_out"] == 0 and "val_accuracy" not in metrics and metrics["epochs_run"] == 6
+
+
+@pytest.mark.parametrize("epochs", [1, 4, 7])
+def test_cosine_schedule_follows_the_formula_and_constant_keeps_the_rate(epochs: int) -> None:
+    x, y = _toy(30, seed=0)
+    _, log = _fit(_net(), x, y, epochs=epochs, lr=2e-3, schedule="cosine", min_epoch_items=16)
+    expected = [2e-3 * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)]
+    assert [r["lr"] for r in log] == pytest.approx(expected, rel=1e-9, abs=1e-15)
+    _, log = _fit(_net(), x, y, epochs=epochs, lr=2e-3, schedule="constant", min_epoch_items=16)
+    assert [r["lr"] for r in log] == [2e-3] * epochs
+
+
+def test_a_held_out_split_below_min_held_out_is_trained_on_instead() -> None:
+    x, y = _toy(60, seed=0)  # 10% held out = 6 items
+    metrics, _ = _fit(_net(), x, y, epochs=1, val_fraction=0.1, min_held_out=7)
+    assert metrics["held_out"] == 0 and "val_accuracy" not in metrics
+    metrics, log = _fit(_net(), x, y, epochs=1, val_fraction=0.1, min_held_out=6)
+    assert metrics["held_out"] == 6 and log[0]["val_accuracy"] is not None
+    assert TrainConfig().min_held_out >= 50  # the default: no early stopping on a handful of items
 
 
 def test_two_trainings_with_the_same_seed_give_identical_weights() -> None:
@@ -117,7 +138,7 @@ def test_early_stopping_stops_and_restores_the_best_held_out_epoch() -> None:
     x, _ = _toy(80, seed=0)
     y = rng.integers(0, 3, 80)  # labels unrelated to the images: held-out accuracy cannot improve for long
     net = _net()
-    metrics, log = _fit(net, x, y, epochs=40, patience=2, val_fraction=0.25, lr=3e-3)
+    metrics, log = _fit(net, x, y, epochs=40, patience=2, val_fraction=0.25, min_held_out=10, lr=3e-3)
     assert metrics["stopped_early"] == 1.0 and metrics["epochs_run"] < 40
     assert len(log) == metrics["epochs_run"]
     assert metrics["best_epoch"] == metrics["epochs_run"] - 2
