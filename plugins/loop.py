@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -14,6 +15,11 @@ from plugins.models import ModelPlugin
 from plugins.strategies import Strategy
 from plugins.strategies._kernels import entropy as _entropy
 from plugins.strategies.stopping import RoundRecord, StoppingRule, should_stop
+
+
+# Training metrics of each round's fit kept in the results (NaN where a model does not report one), to
+# catch a bad fit behind a dip in a learning curve.
+FIT_METRICS = ("train_loss", "train_accuracy", "val_accuracy", "epochs_run", "best_epoch", "stopped_early")
 
 
 @dataclass(frozen=True)
@@ -31,16 +37,25 @@ class RoundResult:
     recall: tuple[float, ...] = ()  # test recall per class
     labeled_per_class: tuple[int, ...] = ()  # labels of each class found so far
     stop_reason: str | None = None
+    fit: tuple[float, ...] = (math.nan,) * len(FIT_METRICS)  # the fit's metrics named in FIT_METRICS
 
     def as_dict(self, class_names: list[str] | None = None) -> dict:
-        """Flat dict for a CSV row: per-class values become recall_<class> and labeled_<class> columns."""
+        """Flat dict for a CSV row: per-class values become recall_<class> and labeled_<class> columns,
+        the fit's metrics fit_<metric> columns."""
         row = asdict(self)
         names = class_names or [str(c) for c in range(len(self.recall))]
         for key in ("recall", "labeled_per_class"):
             values = row.pop(key)
             prefix = "recall" if key == "recall" else "labeled"
             row.update({f"{prefix}_{name}": v for name, v in zip(names, values)})
+        row.update({f"fit_{name}": v for name, v in zip(FIT_METRICS, row.pop("fit"))})
         return row
+
+
+def fit_metrics(metrics: dict[str, float] | None) -> tuple[float, ...]:
+    """A fit's metrics in FIT_METRICS order, NaN for those it did not report."""
+    metrics = metrics or {}
+    return tuple(float(metrics.get(name, math.nan)) for name in FIT_METRICS)
 
 
 def initial_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -86,7 +101,7 @@ def run_loop(
     for round_no in range(rounds + 1):
         started = time.perf_counter()
         model = make_model()
-        model.fit(x_pool[labeled], y_pool[labeled])
+        trained = model.fit(x_pool[labeled], y_pool[labeled])
         pred = model.predict_proba(x_test).argmax(axis=1)
         accuracy = float(accuracy_score(y_test, pred))
         macro_f1 = float(f1_score(y_test, pred, average="macro", zero_division=0))
@@ -106,7 +121,8 @@ def run_loop(
         reason = should_stop(history, stopping) if stopping else None
         result = RoundResult(label or strategy.name, seed, round_no, len(labeled), accuracy, macro_f1, max_unc,
                              time.perf_counter() - started, tuple(float(r) for r in recall),
-                             tuple(int(c) for c in np.bincount(y_pool[labeled], minlength=n_classes)), reason)
+                             tuple(int(c) for c in np.bincount(y_pool[labeled], minlength=n_classes)), reason,
+                             fit_metrics(trained))
         results.append(result)
         if on_round:
             on_round(result)

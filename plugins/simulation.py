@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plugins.datasets import Dataset, load_dataset
 from plugins.fileio import atomic_write
-from plugins.loop import RoundResult, run_loop
+from plugins.loop import FIT_METRICS, RoundResult, run_loop
 from plugins.models import build_model
 from plugins.strategies import STRATEGIES, Strategy, StrategySpec, build_strategy, strategy_for
 
@@ -124,6 +124,7 @@ def read_csv(path: str | Path) -> tuple[list[RoundResult], list[str]]:
             recall=tuple(float(r[f"recall_{n}"]) for n in names),
             labeled_per_class=tuple(int(r[f"labeled_{n}"]) for n in names),
             stop_reason=r["stop_reason"] or None,
+            fit=tuple(float(r.get(f"fit_{m}") or math.nan) for m in FIT_METRICS),
         )
         for r in rows
     ]

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import csv
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from plugins.datasets import digits
-from plugins.loop import initial_indices, run_loop
+from plugins.loop import FIT_METRICS, initial_indices, run_loop
 from plugins.models import build_model
 from plugins.models.linear import LogisticModel
-from plugins.simulation import SimulationConfig, labels_to_reach, run_simulation, strategy_for
+from plugins.simulation import SimulationConfig, labels_to_reach, read_csv, run_simulation, strategy_for
 from plugins.strategies import StrategyError, StrategySpec, build_strategy
 
 
@@ -113,6 +114,14 @@ def test_simulation_writes_csv_png_and_table(tmp_path, digits_data) -> None:
     assert {"strategy", "seed", "round", "labels", "accuracy", "macro_f1", "seconds", "recall_0",
             "labeled_9"} <= set(rows[0])
     assert {r["strategy"] for r in rows} == {"random", "margin"}
+    # each round's fit metrics ride along (the logistic model reports its training accuracy only)
+    assert {f"fit_{m}" for m in FIT_METRICS} <= set(rows[0])
+    assert all(0.0 < float(r["fit_train_accuracy"]) <= 1.0 for r in rows)
+    assert all(math.isnan(float(r["fit_val_accuracy"])) for r in rows)
+    again, names = read_csv(result.csv_path)
+    assert names == [str(c) for c in range(10)]
+    assert [replace(r, fit=()) for r in again] == [replace(r, fit=()) for r in result.results]
+    np.testing.assert_array_equal([r.fit for r in again], [r.fit for r in result.results])  # NaNs equal
     assert result.png_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert result.png_path.stat().st_size > 10_000
     table = result.table_path.read_text()
