@@ -92,7 +92,7 @@ def score_new_tasks(project: int, task_ids: list[int]) -> dict[str, Any]:
         project_data = ctx.ls.project(ctx.project)
         target = parse_target(project_data.get("label_config", ""))
         pool = []
-        for task in ctx.ls.tasks(ctx.project):
+        for task in ctx.ls.tasks(ctx.project, ids=wanted):  # only the new ones, not the whole project
             if task.get("id") in wanted and not task.get("annotations"):
                 url = (task.get("data") or {}).get(target.value_key)
                 if isinstance(url, str) and url:

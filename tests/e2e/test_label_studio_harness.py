@@ -10,6 +10,8 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
+from backend.ls_client import LabelStudioClient
+
 LABEL_CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
     + "".join(f'<Choice value="{d}"/>' for d in range(10))
@@ -38,6 +40,18 @@ def test_project_import_and_next(label_studio, digit_images):
     assert r.status == 200, r.text
     tasks = r.json()["tasks"]
     assert sorted(t["data"]["image"] for t in tasks) == sorted(urls)
+
+    # the client asks for chosen tasks only (stream mode scores just the imported ones), across chunks
+    client = LabelStudioClient(ls.url, ls.token)
+    try:
+        ids = sorted(t["id"] for t in tasks)
+        chosen = [ids[0], ids[3], ids[7], ids[19]]
+        got = list(client.tasks(pid, page_size=3, ids=chosen + [ids[3]]))
+        assert sorted(t["id"] for t in got) == chosen
+        assert {t["data"]["image"] for t in got} <= set(urls)
+        assert sorted(t["id"] for t in client.tasks(pid, page_size=7)) == ids
+    finally:
+        client.close()
 
     r = ls.get(f"/api/projects/{pid}/next")
     assert r.status == 200, r.text
