@@ -19,7 +19,7 @@ from rq.registry import FailedJobRegistry
 from starlette.concurrency import run_in_threadpool
 
 from backend.admin import rollback, set_strategy, status, trigger, update_settings
-from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret
+from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret, webhook_outdated
 from backend.config import Settings, get_settings
 from backend.credentials import remember_setup_credentials
 from backend.curves import learning_curve_png
@@ -165,7 +165,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             redis, project, body.get("hostname"), body.get("access_token"))
         if settings.secret is not None and (ls is not None or delivered):
             hook = f"{(settings.public_url or str(request.base_url)).rstrip('/')}/webhook"
-            if store(project).info().get("webhook_url") != hook:  # Label Studio calls /setup often
+            # Label Studio calls /setup often: register only a new URL or a rotated secret
+            if webhook_outdated(store(project).info(), hook, settings.secret.get_secret_value()):
                 enqueue(redis, settings.queue, "connect", project, hook, timeout=300, reason="setup")
         return {"model_version": model_version}
 

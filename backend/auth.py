@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
+from functools import lru_cache
+from typing import Any
 
 from fastapi import HTTPException, Request
 
@@ -11,6 +14,20 @@ from backend.config import Settings
 
 SECRET_HEADER = "X-LSAL-Secret"
 OPEN_PATHS = frozenset({"/health"})
+
+
+@lru_cache(maxsize=4)
+def secret_tag(secret: str | None) -> str | None:
+    """A one-way tag of the secret (slow PBKDF2), stored beside the webhook it was registered with so that a
+    rotated LSAL_SECRET is noticed without the secret itself ever being stored."""
+    if not secret:
+        return None
+    return hashlib.pbkdf2_hmac("sha256", secret.encode(), b"lsal-webhook-secret", 200_000, dklen=12).hex()
+
+
+def webhook_outdated(info: dict[str, Any], url: str, secret: str | None) -> bool:
+    """Whether the project's registered webhook (per the store's info) is not `url` with this secret."""
+    return info.get("webhook_url") != url or info.get("webhook_secret_tag") != secret_tag(secret)
 
 
 def _equal(given: str | None, expected: str | None) -> bool:

@@ -214,8 +214,9 @@ def reconcile_cmd(project: Annotated[int | None, typer.Option("--project", "-p",
         action = r.get("retrain") and f"retrain queued ({r['retrain']})" or r.get("rescore") and \
             f"rescore queued ({r['rescore']})" or r.get("error") or "up to date"
         dead = f"; re-running jobs of a dead worker {r['abandoned']}" if r.get("abandoned") else ""
+        hook = f"; webhook re-registered with the new secret ({r['webhook']})" if r.get("webhook") else ""
         console.print(f"project {r['project']}: Label Studio has {r.get('labeled')} annotated tasks, newest version "
-                      f"trained on {r.get('trained_on')}: {action}{dead}")
+                      f"trained on {r.get('trained_on')}: {action}{dead}{hook}")
 
 
 def doctor() -> None:

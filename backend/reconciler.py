@@ -14,19 +14,29 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend.admin import reconcile
+from backend.auth import webhook_outdated
 from backend.config import Settings
 from backend.credentials import client_for
 from backend.ls_client import LabelStudioError
+from backend.queueing import enqueue
 from backend.store import ProjectStore, known_projects
 
 log = logging.getLogger("lsal.reconcile")
 
 
 def reconcile_project(settings: Settings, redis: Redis, project: int) -> dict[str, Any]:
-    """Reconcile one project against Label Studio's own counters."""
+    """Reconcile one project against Label Studio's own counters; re-register its webhook after a secret
+    rotation (Label Studio would otherwise keep sending the old secret, and every event would be refused)."""
     labeled = client_for(settings, redis, project).project(project).get("num_tasks_with_annotations")
-    return reconcile(redis, ProjectStore(redis, project), settings.defaults, settings.queue, settings.job_timeout_s,
-                     labeled if isinstance(labeled, int) else None)
+    store = ProjectStore(redis, project)
+    out = reconcile(redis, store, settings.defaults, settings.queue, settings.job_timeout_s,
+                    labeled if isinstance(labeled, int) else None)
+    hook = store.info().get("webhook_url")
+    secret = settings.secret.get_secret_value() if settings.secret else None
+    if secret and hook and webhook_outdated(store.info(), hook, secret):
+        out["webhook"] = enqueue(redis, settings.queue, "connect", project, hook, timeout=300,
+                                 reason="reconcile: LSAL_SECRET changed").job_id
+    return out
 
 
 def reconcile_all(settings: Settings, redis: Redis) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.auth import SECRET_HEADER
+from backend.auth import SECRET_HEADER, secret_tag
 from backend.label_config import parse_target
 from backend.queueing import enqueue, release_pending
 from worker.context import JobContext
@@ -150,7 +150,7 @@ def connect(project: int, webhook_url: str) -> dict[str, Any]:
         # the secret travels in the webhook's headers, read from our environment, never in job arguments
         headers = {SECRET_HEADER: secret} if secret else {}
         hook = ctx.ls.ensure_webhook(ctx.project, webhook_url, headers)
-        ctx.store.set_info(webhook_url=webhook_url)
+        ctx.store.set_info(webhook_url=webhook_url, webhook_secret_tag=secret_tag(secret))
         live = ctx.store.published()
         if live is not None:
             ctx.ls.update_project(ctx.project, model_version=live["model_version"])

@@ -51,3 +51,18 @@ def test_secrets_never_appear_in_responses(client):
     bodies = [client.post("/webhook", json=EVENT).text, client.get("/admin/projects/1/status").text,
               client.get("/openapi.json").text]
     assert not any(SECRET in b for b in bodies)
+
+
+def test_the_secret_tag_notices_a_rotation_without_revealing_the_secret() -> None:
+    from backend.auth import secret_tag, webhook_outdated
+
+    tag = secret_tag("first-secret-value")
+    assert tag == secret_tag("first-secret-value") and len(tag) == 24
+    assert tag != secret_tag("second-secret-value") and "first" not in tag
+    assert secret_tag(None) is None and secret_tag("") is None
+    hook = "http://ml:9090/webhook"
+    registered = {"webhook_url": hook, "webhook_secret_tag": tag}
+    assert not webhook_outdated(registered, hook, "first-secret-value")
+    assert webhook_outdated(registered, hook, "second-secret-value")  # rotated
+    assert webhook_outdated(registered, "http://ml2:9090/webhook", "first-secret-value")  # moved
+    assert webhook_outdated({"webhook_url": hook}, hook, "first-secret-value")  # registered before tags existed

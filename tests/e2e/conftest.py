@@ -239,6 +239,7 @@ class Stack:
         self.backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                               "--log-level", "warning"), tmp_path / "backend.log", env)
         self.workers: list = []
+        self.retired: list = []  # processes a restart replaced (their logs are checked too)
         self._lsal_command = lsal_command
         self._managed = ManagedProcess
 
@@ -247,13 +248,28 @@ class Stack:
         return self.workers[-1]
 
     def start_worker(self) -> None:
-        n = len(self.workers)
+        n = len(self.workers) + len(self.retired)
         self.workers.append(self._managed(f"worker{n}", self._lsal_command("worker", "--class", "simple"),
                                           self.tmp_path / f"worker{n}.log", self.env).start())
 
     def stop(self) -> None:
         for proc in (*self.workers, self.backend):
             proc.stop()
+
+    def restart(self, **env: str) -> None:
+        """Stop the backend and workers and start them again on the same port with `env` changed."""
+        self.stop()
+        self.retired += [*self.workers, self.backend]
+        self.env = {**self.env, **env}
+        n_workers, port = len(self.workers), self.url.rsplit(":", 1)[1]
+        self.backend = self._managed("backend", self._lsal_command("serve", "--host", "127.0.0.1", "--port", port,
+                                                                   "--log-level", "warning"),
+                                     self.tmp_path / f"backend{len(self.retired)}.log", self.env)
+        self.backend.start()
+        self.workers = []
+        for _ in range(n_workers):
+            self.start_worker()
+        self.backend.wait_http(f"{self.url}/health", timeout=60)
 
     def logs(self) -> str:
         return "".join(f"\n{p.name} log:\n{p.log_tail()}" for p in (*self.workers, self.backend))
@@ -264,7 +280,7 @@ class Stack:
 
     def admin(self, path: str, method: str = "GET", json: Any = None) -> Any:
         r = http_request(method, f"{self.url}/admin/projects/{path}", json=json,
-                         headers={"X-LSAL-Secret": E2E_SECRET}, timeout=30)
+                         headers={"X-LSAL-Secret": self.env["LSAL_SECRET"]}, timeout=30)
         assert r.status < 300, f"admin {path}: HTTP {r.status} {r.text[:300]}"
         return r.json()
 
@@ -413,7 +429,7 @@ def stack_factory(label_studio, redis_url, digit_images, tmp_path):
     yield make
     for stack in stacks:
         stack.stop()
-        for proc in (*stack.workers, stack.backend):
+        for proc in (*stack.retired, *stack.workers, stack.backend):
             log = proc.log_tail(10**7)
             assert E2E_SECRET not in log, f"the secret leaked into the {proc.name} log"
             assert label_studio.token not in log, f"the Label Studio token leaked into the {proc.name} log"
