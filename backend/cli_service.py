@@ -4,14 +4,38 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from redis import Redis
-from rq import SimpleWorker, Worker
+from rq import SimpleWorker, Worker, worker_registration
 
 from backend.config import Settings, get_settings
 from backend.queueing import SERIALIZER
+
+
+class _Reregistering:
+    """A worker that registers itself again when Redis has lost its record (a restart without persistence):
+    otherwise it keeps working but `lsal status`, `lsal doctor` and rq-dashboard no longer list it."""
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat, after re-registering the worker if its key is gone."""
+        if not self.connection.exists(self.key):
+            self.log.warning("Worker %s: Redis lost this worker's record (restarted without its data?); "
+                             "registering it again", self.name)
+            with self.connection.pipeline() as p:
+                p.hset(self.key, mapping=self.serialize())
+                worker_registration.register(self, p)
+                p.execute()
+        super().heartbeat(timeout, pipeline)
+
+
+class ForkWorker(_Reregistering, Worker):
+    """RQ's Worker (a work horse forked per job) that survives a Redis data loss in the listings."""
+
+
+class InProcessWorker(_Reregistering, SimpleWorker):
+    """RQ's SimpleWorker (jobs in the worker process) that survives a Redis data loss in the listings."""
 
 
 def worker_class(kind: str) -> type[Worker]:
@@ -21,7 +45,7 @@ def worker_class(kind: str) -> type[Worker]:
         import torch
 
         kind = "simple" if torch.cuda.is_available() else "fork"
-    classes = {"fork": Worker, "simple": SimpleWorker}
+    classes = {"fork": ForkWorker, "simple": InProcessWorker}
     if kind not in classes:
         raise ValueError(f"worker class must be auto, fork or simple, got {kind!r}")
     return classes[kind]

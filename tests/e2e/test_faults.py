@@ -221,5 +221,8 @@ def test_redis_restarted_with_its_data_lost_the_worker_reconnects_and_versions_k
                         "a publication trained on all 20 labels", fail_fast=False)
     numbers = [int(v["version"][1:]) for v in status["versions"]]
     assert min(numbers) >= 2 and numbers == sorted(numbers)  # numbered after the artifact on disk, not v1 again
+    # the worker registered itself again at its first heartbeat after the loss: listed for status and dashboards
+    assert status["queue"]["workers"] == 1, status["queue"]
+    assert "Redis lost this worker's record" in stack.worker.log_tail(10**6)
     assert (stack.model_dir / f"project-{stack.project}" / "v1.pt").exists()
     _consistent(stack)
