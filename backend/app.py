@@ -24,13 +24,13 @@ from backend.config import Settings, get_settings
 from backend.credentials import remember_setup_credentials
 from backend.curves import learning_curve_png
 from backend.ls_client import LabelStudioClient, LabelStudioError
-from backend.reconciler import Reconciler, reconcile_project
 from backend.metrics import Metrics
 from backend.model_api import LabelStudioModel, Services, load_model_class
 from backend.model_cache import ModelCache
 from backend.predictor import Predictor
 from backend.project_settings import InvalidSettingsError, strategy_param_help
 from backend.queueing import enqueue, queue_for
+from backend.reconciler import Reconciler, reconcile_project
 from backend.store import ProjectStore, known_projects
 from plugins.strategies import STRATEGIES
 

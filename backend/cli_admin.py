@@ -223,9 +223,8 @@ def doctor() -> None:
     """Check Redis, Label Studio (URL and token), the model directory and the workers; say what is wrong."""
     from rq import Worker
 
-    from backend.queueing import queue_for
-
     from backend.ls_client import LabelStudioClient, LabelStudioError
+    from backend.queueing import queue_for
 
     s = get_settings()
     checks: list[tuple[str, bool, str]] = []

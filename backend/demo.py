@@ -24,7 +24,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -38,6 +38,7 @@ from backend.stack import (
     DEFAULT_LS_BIN,
     LabelStudioServer,
     ManagedProcess,
+    Stops,
     free_port,
     lsal_command,
     lsal_env,
@@ -186,32 +187,6 @@ class Api:
 # --------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Stack:
-    """What the demo started, stopped in reverse order by `close` (idempotent)."""
-
-    console: Console
-    stops: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def add(self, name: str, stop: Callable[[], None]) -> None:
-        self.stops.append((name, stop))
-
-    def close(self) -> None:
-        # a second Ctrl-C (or a SIGTERM) must not cut the cleanup short
-        main = threading.current_thread() is threading.main_thread()
-        old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
-        try:
-            while self.stops:
-                name, stop = self.stops.pop()
-                try:
-                    stop()
-                except Exception as exc:  # noqa: BLE001 (stop the rest whatever happens)
-                    self.console.print(f"[yellow]could not stop {name}: {exc}[/yellow]")
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-
-
 def _token_from_db(data_dir: Path, username: str) -> str | None:
     """The API token of `username` in Label Studio's SQLite database, if any."""
     path = data_dir / "label_studio.sqlite3"
@@ -251,7 +226,7 @@ class Demo:
         self.logs = self.workdir / "logs"
         self.model_dir = self.workdir / "models"
         self.secret = secrets.token_hex(16)
-        self.stack = Stack(console)
+        self.stack = Stops(warn=lambda text: console.print(f"[yellow]{text}[/yellow]"))
         self.ls: LabelStudioServer | None = None
         self.backend: ManagedProcess | None = None
         self.worker: ManagedProcess | None = None
@@ -540,7 +515,7 @@ class Demo:
                     self.keep_running()
                 return results
         finally:
-            if self.stack.stops:
+            if self.stack.items:
                 self.say("stopping everything the demo started")
             self.stack.close()
 

@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,38 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def _warn_stderr(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+@dataclass
+class Stops:
+    """What a command started (the demo, a benchmark), stopped in reverse order by `close`; idempotent, and a
+    second Ctrl-C or a SIGTERM cannot cut it short."""
+
+    warn: Callable[[str], None] = _warn_stderr
+    items: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
+
+    def add(self, name: str, stop: Callable[[], None]) -> None:
+        """Register how to stop what was just started."""
+        self.items.append((name, stop))
+
+    def close(self) -> None:
+        """Stop everything registered, newest first; a failing stop is reported and the rest still run."""
+        main = threading.current_thread() is threading.main_thread()
+        old = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)} if main else {}
+        try:
+            while self.items:
+                name, stop = self.items.pop()
+                try:
+                    stop()
+                except Exception as exc:  # noqa: BLE001 (stop the rest whatever happens)
+                    self.warn(f"could not stop {name}: {exc}")
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
 
 
 @dataclass

@@ -8,11 +8,12 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from backend.stack import Stops
 
 T0 = time.monotonic()
 
@@ -24,29 +25,6 @@ def say(text: str) -> None:
 
 class BenchError(RuntimeError):
     """The benchmark cannot go on (a process died, a setup call failed, time ran out)."""
-
-
-@dataclass
-class Stops:
-    """Everything a benchmark started, stopped in reverse order (Ctrl-C and SIGTERM cannot cut it short)."""
-
-    items: list[tuple[str, Callable[[], None]]] = field(default_factory=list)
-
-    def add(self, name: str, stop: Callable[[], None]) -> None:
-        self.items.append((name, stop))
-
-    def close(self) -> None:
-        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            while self.items:
-                name, stop = self.items.pop()
-                try:
-                    stop()
-                except Exception as exc:  # noqa: BLE001 (stop the rest whatever happens)
-                    say(f"could not stop {name}: {exc}")
-        finally:
-            for s, handler in old.items():
-                signal.signal(s, handler)
 
 
 def _sigterm(signum, frame):
@@ -72,7 +50,7 @@ def run_main(run: Callable[[argparse.Namespace, Stops, Path], int], args: argpar
     Exit codes: run's own (0 ok, 1 a check failed), 2 when it could not run, 130 on Ctrl-C / SIGTERM.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    stops = Stops()
+    stops = Stops(warn=say)
     old = signal.signal(signal.SIGTERM, _sigterm)
     code = 2
     try:

@@ -16,7 +16,6 @@ from plugins.strategies import Strategy
 from plugins.strategies._kernels import entropy as _entropy
 from plugins.strategies.stopping import RoundRecord, StoppingRule, should_stop
 
-
 # Training metrics of each round's fit kept in the results (NaN where a model does not report one), to
 # catch a bad fit behind a dip in a learning curve.
 FIT_METRICS = ("train_loss", "train_accuracy", "val_accuracy", "epochs_run", "best_epoch", "stopped_early")
