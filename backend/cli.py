@@ -100,7 +100,7 @@ def _offline_demo(strategy_names: str, seeds: int, initial: int, batch: int, rou
     config = SimulationConfig(
         dataset="digits", model="logistic", model_params={"committee": 1},
         strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
-        seeds=seeds, initial=initial, batch=batch, budget=initial + rounds * batch,
+        seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=initial + rounds * batch,
     )
     console.print(f"digits (1,797 real 8x8 images): {initial} initial labels, +{batch} per round, {rounds} rounds, "
                   f"{seeds} seeds, logistic regression")
@@ -161,6 +161,7 @@ def simulate(
     strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = (
         "random,margin,entropy,bald,badge"),
     seeds: Annotated[int, typer.Option(min=1)] = 3,
+    first_seed: Annotated[int, typer.Option(min=0, help="run seeds first_seed .. first_seed + seeds - 1")] = 0,
     initial: Annotated[int, typer.Option(min=1, help="labels before the first round")] = 20,
     batch: Annotated[int, typer.Option(min=1, help="labels added per round")] = 10,
     budget: Annotated[int, typer.Option(min=1, help="total labels")] = 100,
@@ -184,7 +185,7 @@ def simulate(
                 dataset=dataset, dataset_params=_key_values(dataset_param, "--dataset-param"), model=model,
                 model_params=_key_values(model_param, "--model-param"),
                 strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
-                seeds=seeds, initial=initial, batch=batch, budget=budget, target=target,
+                seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=budget, target=target,
                 pool_subsample=pool_subsample,
             )
     except (ValidationError, OSError) as exc:

@@ -34,6 +34,7 @@ class SimulationConfig(BaseModel):
         description="strategies to compare; batch methods get batch_size = batch unless set",
     )
     seeds: int = Field(3, ge=1, le=100)
+    first_seed: int = Field(0, ge=0, description="seeds run are first_seed .. first_seed + seeds - 1")
     initial: int = Field(20, ge=1, description="labels before the first round, balanced over classes")
     batch: int = Field(10, ge=1, description="labels the oracle adds per round")
     budget: int = Field(100, ge=1, description="stop when this many labels are used")
@@ -85,7 +86,7 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path,
         strategy_for(spec, config.batch, 0)
     results: list[RoundResult] = []
     for label, spec in specs:
-        for seed in range(config.seeds):
+        for seed in range(config.first_seed, config.first_seed + config.seeds):
             results += run_loop(
                 lambda: build_model(config.model, data.n_classes, **{"seed": seed, **config.model_params}),
                 strategy_for(spec, config.batch, seed), data.x_train, data.y_train, data.x_test, data.y_test,

@@ -130,6 +130,19 @@ def test_simulation_writes_csv_png_and_table(tmp_path, digits_data) -> None:
     assert by_name["random"]["savings_vs_random"] == 0.0 or math.isnan(by_name["random"]["savings_vs_random"])
 
 
+def test_first_seed_extends_a_run_with_the_same_rounds(tmp_path, digits_data) -> None:
+    """A run of seeds 1.. (first_seed=1) repeats what seed 1 of a run from seed 0 measured, so runs merge."""
+    common = dict(strategies=[StrategySpec(name="margin")], initial=20, batch=10, budget=40,
+                  model_params={"committee": 1})
+    both = run_simulation(SimulationConfig(seeds=2, **common), tmp_path / "both", dataset=digits_data)
+    later = run_simulation(SimulationConfig(seeds=1, first_seed=1, **common), tmp_path / "later",
+                           dataset=digits_data)
+    assert {r.seed for r in later.results} == {1}
+    seed_one = [r for r in both.results if r.seed == 1]
+    assert [(r.labels, r.accuracy, r.labeled_per_class) for r in later.results] == [
+        (r.labels, r.accuracy, r.labeled_per_class) for r in seed_one]
+
+
 def test_bad_config_is_rejected_before_training(tmp_path, digits_data) -> None:
     with pytest.raises(ValueError, match="budget"):
         SimulationConfig(initial=50, budget=20)
