@@ -100,7 +100,7 @@ def _offline_demo(strategy_names: str, seeds: int, initial: int, batch: int, rou
     config = SimulationConfig(
         dataset="digits", model="logistic", model_params={"committee": 1},
         strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
-        seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=initial + rounds * batch,
+        seeds=seeds, initial=initial, batch=batch, budget=initial + rounds * batch,
     )
     console.print(f"digits (1,797 real 8x8 images): {initial} initial labels, +{batch} per round, {rounds} rounds, "
                   f"{seeds} seeds, logistic regression")

@@ -35,9 +35,9 @@ def test_demo_runs_the_loop_and_prints_accuracy_per_round(tmp_path) -> None:
 
 
 def test_simulate_then_report_merges_runs(tmp_path) -> None:
-    for name in ("random", "margin"):
-        result = runner.invoke(app, ["simulate", "--strategies", name, "--seeds", "1", "--budget", "30",
-                                     "--target", "0.5", "--model-param", "committee=1",
+    for name, first_seed in (("random", "0"), ("margin", "1")):
+        result = runner.invoke(app, ["simulate", "--strategies", name, "--seeds", "1", "--first-seed", first_seed,
+                                     "--budget", "30", "--target", "0.5", "--model-param", "committee=1",
                                      "--out", str(tmp_path / name)])
         assert result.exit_code == 0, result.output
     result = runner.invoke(app, ["report", str(tmp_path / "random"), str(tmp_path / "margin"), "--target",
@@ -45,6 +45,10 @@ def test_simulate_then_report_merges_runs(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     summary = (tmp_path / "both" / "summary.md").read_text()
     assert "| random |" in summary and "| margin |" in summary
+    rows = (tmp_path / "both" / "results.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    seeds = {(r.split(",")[header.index("strategy")], r.split(",")[header.index("seed")]) for r in rows[1:]}
+    assert seeds == {("random", "0"), ("margin", "1")}
 
 
 def test_bad_input_gets_a_clear_message_and_a_non_zero_exit(tmp_path) -> None:
@@ -52,5 +56,7 @@ def test_bad_input_gets_a_clear_message_and_a_non_zero_exit(tmp_path) -> None:
     assert result.exit_code == 2 and "unknown strategy 'nope'" in _text(result)
     result = runner.invoke(app, ["simulate", "--model-param", "oops", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "key=value" in _text(result)
+    result = runner.invoke(app, ["simulate", "--first-seed", "-1", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--first-seed" in _text(result)
     result = runner.invoke(app, ["report", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "does not exist" in _text(result)
