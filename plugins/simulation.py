@@ -105,7 +105,7 @@ def write_report(results: list[RoundResult], class_names: list[str], target: flo
     csv_path = write_csv(results, class_names, out / "results.csv")
     png_path = plot_curves(results, target, out / "learning_curve.png", title=title)
     table_path = out / "summary.md"
-    text = summary_markdown(summary, target, len({r.seed for r in results}), max(r.labels for r in results))
+    text = summary_markdown(summary, target, max(r.labels for r in results))
     atomic_write(table_path, lambda fh: fh.write(text.encode()))
     return SimulationResult(results, summary, csv_path, png_path, table_path)
 
@@ -167,6 +167,7 @@ def labels_to_target(results: list[RoundResult], target: float, baseline: str = 
         rows.append({
             "strategy": name,
             "labels_to_target": float(np.mean(per_seed)),
+            "seeds": len(per_seed),
             "seeds_reaching": int(np.isfinite(per_seed).sum()),
             "labels_to_target_mean_curve": labels_to_reach(labels, mean_curve, target),
             "final_labels": int(labels[-1]),
@@ -215,10 +216,12 @@ def plot_curves(results: list[RoundResult], target: float, path: Path, title: st
     return path
 
 
-def summary_markdown(summary: list[dict], target: float, seeds: int, budget: int) -> str:
+def summary_markdown(summary: list[dict], target: float, budget: int) -> str:
     """The labels-to-target table as Markdown."""
+    counts = sorted({row["seeds"] for row in summary})
+    over = f"{counts[0]} seeds" if len(counts) == 1 else "each strategy's seeds"  # merged runs may differ
     lines = [
-        f"Labels needed to reach {target:.0%} test accuracy (mean curve over {seeds} seeds; budget {budget})",
+        f"Labels needed to reach {target:.0%} test accuracy (mean curve over {over}; budget {budget})",
         "",
         "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching | savings vs random "
         "| final accuracy |",
@@ -227,7 +230,7 @@ def summary_markdown(summary: list[dict], target: float, seeds: int, budget: int
     for row in summary:
         lines.append(
             f"| {row['strategy']} | {_fmt_labels(row['labels_to_target_mean_curve'], budget)} "
-            f"| {_fmt_labels(row['labels_to_target'], budget)} | {row['seeds_reaching']}/{seeds} "
+            f"| {_fmt_labels(row['labels_to_target'], budget)} | {row['seeds_reaching']}/{row['seeds']} "
             f"| {_fmt_pct(row['savings_vs_random'])} "
             f"| {row['final_accuracy']:.3f} ± {row['final_accuracy_std']:.3f} |"
         )

@@ -36,10 +36,7 @@ def test_demo_runs_the_loop_and_prints_accuracy_per_round(tmp_path) -> None:
 
 def test_simulate_then_report_merges_runs(tmp_path) -> None:
     for name, first_seed in (("random", "0"), ("margin", "1")):
-        result = runner.invoke(app, ["simulate", "--strategies", name, "--seeds", "1", "--first-seed", first_seed,
-                                     "--budget", "30", "--target", "0.5", "--model-param", "committee=1",
-                                     "--out", str(tmp_path / name)])
-        assert result.exit_code == 0, result.output
+        _simulate(tmp_path / name, name, first_seed)
     result = runner.invoke(app, ["report", str(tmp_path / "random"), str(tmp_path / "margin"), "--target",
                                  "0.5", "--out", str(tmp_path / "both")])
     assert result.exit_code == 0, result.output
@@ -49,6 +46,21 @@ def test_simulate_then_report_merges_runs(tmp_path) -> None:
     header = rows[0].split(",")
     seeds = {(r.split(",")[header.index("strategy")], r.split(",")[header.index("seed")]) for r in rows[1:]}
     assert seeds == {("random", "0"), ("margin", "1")}
+    _simulate(tmp_path / "random_more", "random", "1")
+    result = runner.invoke(app, ["report", str(tmp_path / "both"), str(tmp_path / "random_more"),
+                                 "--target", "0.5", "--out", str(tmp_path / "uneven")])
+    assert result.exit_code == 0, result.output
+    uneven = (tmp_path / "uneven" / "summary.md").read_text()
+    assert "over each strategy's seeds" in uneven  # random has 2 seeds, margin 1: each counted on its own
+    assert "| 2/2 |" in uneven and "| 1/1 |" in uneven
+
+
+def _simulate(out, strategy: str, first_seed: str) -> None:
+    """One seed of a small digits simulation into `out`."""
+    result = runner.invoke(app, ["simulate", "--strategies", strategy, "--seeds", "1",
+                                 "--first-seed", first_seed, "--budget", "30", "--target", "0.5", "--model-param", "committee=1",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
 
 
 def test_bad_input_gets_a_clear_message_and_a_non_zero_exit(tmp_path) -> None:
