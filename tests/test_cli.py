@@ -58,8 +58,8 @@ def test_simulate_then_report_merges_runs(tmp_path) -> None:
 def _simulate(out, strategy: str, first_seed: str) -> None:
     """One seed of a small digits simulation into `out`."""
     result = runner.invoke(app, ["simulate", "--strategies", strategy, "--seeds", "1",
-                                 "--first-seed", first_seed, "--budget", "30", "--target", "0.5", "--model-param", "committee=1",
-                                 "--out", str(out)])
+                                 "--first-seed", first_seed, "--budget", "30", "--target", "0.5",
+                                 "--model-param", "committee=1", "--out", str(out)])
     assert result.exit_code == 0, result.output
 
 
