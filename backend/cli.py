@@ -161,7 +161,7 @@ def simulate(
     strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = (
         "random,margin,entropy,bald,badge"),
     seeds: Annotated[int, typer.Option(min=1)] = 3,
-    first_seed: Annotated[int, typer.Option(min=0, help="the first seed; runs first_seed + 0 .. seeds - 1")] = 0,
+    first_seed: Annotated[int, typer.Option(min=0, help="run seeds first_seed .. first_seed + seeds - 1")] = 0,
     initial: Annotated[int, typer.Option(min=1, help="labels before the first round")] = 20,
     batch: Annotated[int, typer.Option(min=1, help="labels added per round")] = 10,
     budget: Annotated[int, typer.Option(min=1, help="total labels")] = 100,

@@ -7,6 +7,7 @@ import json
 from typer.testing import CliRunner
 
 from backend.cli import app
+from plugins.simulation import read_csv
 from plugins.strategies import STRATEGIES
 
 runner = CliRunner()
@@ -42,10 +43,8 @@ def test_simulate_then_report_merges_runs(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     summary = (tmp_path / "both" / "summary.md").read_text()
     assert "| random |" in summary and "| margin |" in summary
-    rows = (tmp_path / "both" / "results.csv").read_text().splitlines()
-    header = rows[0].split(",")
-    seeds = {(r.split(",")[header.index("strategy")], r.split(",")[header.index("seed")]) for r in rows[1:]}
-    assert seeds == {("random", "0"), ("margin", "1")}
+    rows, _ = read_csv(tmp_path / "both" / "results.csv")
+    assert {(r.strategy, r.seed) for r in rows} == {("random", 0), ("margin", 1)}
     _simulate(tmp_path / "random_more", "random", "1")
     result = runner.invoke(app, ["report", str(tmp_path / "both"), str(tmp_path / "random_more"),
                                  "--target", "0.5", "--out", str(tmp_path / "uneven")])
