@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -14,6 +15,10 @@ from plugins.strategies.base import BatchParams, Input, PoolInputs, Ranking, Str
 from plugins.strategies.registry import register
 
 _CACHE_BLOCK_MB = 4
+# The batch counts as saturated once its information reaches this share of the ceiling log K.
+SATURATION = 0.95
+
+log = logging.getLogger("lsal.strategies")
 
 
 @dataclass(frozen=True)
@@ -97,6 +102,11 @@ def greedy_batchbald(samples: torch.Tensor, batch_size: int, exact_limit: int, n
     return GreedyBatch(picked, values, exact_steps, exact)
 
 
+def saturated_after(values: list[float], ceiling: float) -> int | None:
+    """How many picks it took the batch's information to reach SATURATION x ceiling; None if it never did."""
+    return next((i + 1 for i, v in enumerate(values) if v >= SATURATION * ceiling), None)
+
+
 @register("batchbald")
 class BatchBALD(Strategy):
     """BatchBALD (Kirsch, van Amersfoort & Gal, NeurIPS 2019), greedy: the first `batch_size` items.
@@ -105,6 +115,10 @@ class BatchBALD(Strategy):
     I(y_1..y_b; theta) = H(y_1..y_b) - sum_i E_k H(y_i | theta_k). The joint entropy is exact while
     C^b <= exact_limit (and always for the first pick), else estimated from num_configs sampled label
     configurations of the chosen items, importance-weighted (paper, appendix). The rest is ranked by BALD.
+
+    With K equally weighted posterior samples, I(y_1..y_b; theta) <= H(theta) = log K: once a batch's
+    information nears that ceiling, later picks are limited by K, not by the pool. `info` reports the
+    ceiling and the pick that reached it, and a warning is logged when that happens before the batch is full.
     """
 
     class Params(BatchParams):
@@ -127,8 +141,18 @@ class BatchBALD(Strategy):
         batch = greedy_batchbald(pool.samples, self.params.batch_size, self.params.exact_limit,
                                  self.params.num_configs, generator, self.params.memory_mb)
         scores = map_rows(bald_scores, pool.samples, self.params.memory_mb)
+        k = pool.samples.shape[1]
+        ceiling = math.log(k)
+        saturated = saturated_after(batch.values, ceiling)
+        picks = len(batch.picked)
+        if saturated is not None and saturated < picks:
+            log.warning(
+                "batchbald: the batch's information reached %.2f of its ceiling log K = %.2f nats after %d "
+                "of %d picks (K = %d MC samples); the later picks are limited by K, not by the pool: raise "
+                "the model's mc_samples", batch.values[saturated - 1], ceiling, saturated, picks, k,
+            )
         return self._ranking(
             batch_then_scores(batch.picked, scores), scores,
             joint="exact" if batch.last_exact else "sampled", exact_steps=batch.exact_steps,
-            batch_mutual_information=batch.values,
+            batch_mutual_information=batch.values, information_ceiling=ceiling, saturated_after=saturated,
         )

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plugins.strategies import PoolInputs, build_strategy
-from plugins.strategies._batchbald import exact_configurations, joint_entropies, sampled_configurations
+from plugins.strategies._batchbald import (
+    SATURATION,
+    exact_configurations,
+    joint_entropies,
+    sampled_configurations,
+)
 
 
 def _joint_entropy(samples: np.ndarray, items: list[int]) -> float:
@@ -141,3 +149,41 @@ def test_copies_of_the_most_informative_item_are_taken_once(make_pool) -> None:
     rng = np.random.default_rng(0)
     random_batches = [list(rng.choice(len(pool), batch, replace=False)) for _ in range(20)]
     assert info > max(_mutual_information(pool, b) for b in random_batches)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), k=st.integers(1, 6), c=st.integers(2, 4),
+       concentration=st.sampled_from([0.05, 0.5, 5.0]))
+def test_batch_information_never_exceeds_log_k(seed, k, c, concentration) -> None:
+    # I(y_batch; theta) <= H(theta) = log K for K equally weighted samples; exact joints keep to it
+    samples = _random_samples(10, k, c, seed, concentration)
+    ranking = build_strategy("batchbald", batch_size=4, dtype="float64").rank(PoolInputs(samples=samples))
+    assert ranking.info["joint"] == "exact"
+    assert ranking.info["information_ceiling"] == pytest.approx(math.log(k))
+    assert max(ranking.info["batch_mutual_information"]) <= math.log(k) + 1e-9
+
+
+def test_a_batch_at_the_ceiling_of_few_samples_is_reported(caplog) -> None:
+    # two samples that disagree with certainty on every item: one label settles which sample is right,
+    # so the first pick already holds all log 2 nats a batch can hold
+    rng = np.random.default_rng(7)
+    n, c = 30, 5
+    samples = np.full((n, 2, c), 0.001)
+    first, second = rng.integers(c, size=n), (rng.integers(1, c, size=n))
+    samples[np.arange(n), 0, first] = 1.0
+    samples[np.arange(n), 1, (first + second) % c] = 1.0
+    samples /= samples.sum(axis=2, keepdims=True)
+    with caplog.at_level(logging.WARNING, logger="lsal.strategies"):
+        ranking = build_strategy("batchbald", batch_size=5, dtype="float64").rank(PoolInputs(samples=samples))
+    assert ranking.info["batch_mutual_information"][0] >= SATURATION * math.log(2)
+    assert ranking.info["saturated_after"] == 1
+    assert "after 1 of 5 picks (K = 2 MC samples)" in caplog.text and "mc_samples" in caplog.text
+
+
+def test_a_batch_far_below_the_ceiling_is_not_reported(caplog) -> None:
+    samples = _random_samples(40, 50, 4, seed=8, concentration=20.0)  # 50 samples that barely disagree
+    with caplog.at_level(logging.WARNING, logger="lsal.strategies"):
+        ranking = build_strategy("batchbald", batch_size=5, dtype="float64").rank(PoolInputs(samples=samples))
+    assert ranking.info["saturated_after"] is None
+    assert ranking.info["batch_mutual_information"][-1] < 0.5 * math.log(50)
+    assert "ceiling" not in caplog.text
