@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import math
 from dataclasses import dataclass
 
@@ -17,8 +16,6 @@ from plugins.strategies.registry import register
 _CACHE_BLOCK_MB = 4
 # The batch counts as saturated once its information reaches this share of the ceiling log K.
 SATURATION = 0.95
-
-log = logging.getLogger("lsal.strategies")
 
 
 @dataclass(frozen=True)
@@ -117,8 +114,8 @@ class BatchBALD(Strategy):
     configurations of the chosen items, importance-weighted (paper, appendix). The rest is ranked by BALD.
 
     With K equally weighted posterior samples, I(y_1..y_b; theta) <= H(theta) = log K: once a batch's
-    information nears that ceiling, later picks are limited by K, not by the pool. `info` reports the
-    ceiling and the pick that reached it, and a warning is logged when that happens before the batch is full.
+    information nears that ceiling, later picks gain almost nothing and are chosen on estimation noise.
+    `info` reports the ceiling and the pick at which the batch reached SATURATION of it.
     """
 
     class Params(BatchParams):
@@ -143,16 +140,9 @@ class BatchBALD(Strategy):
         scores = map_rows(bald_scores, pool.samples, self.params.memory_mb)
         k = pool.samples.shape[1]
         ceiling = math.log(k)
-        saturated = saturated_after(batch.values, ceiling)
-        picks = len(batch.picked)
-        if saturated is not None and saturated < picks:
-            log.warning(
-                "batchbald: the batch's information reached %.2f of its ceiling log K = %.2f nats after %d "
-                "of %d picks (K = %d MC samples); the later picks are limited by K, not by the pool: raise "
-                "the model's mc_samples", batch.values[saturated - 1], ceiling, saturated, picks, k,
-            )
         return self._ranking(
             batch_then_scores(batch.picked, scores), scores,
             joint="exact" if batch.last_exact else "sampled", exact_steps=batch.exact_steps,
-            batch_mutual_information=batch.values, information_ceiling=ceiling, saturated_after=saturated,
+            batch_mutual_information=batch.values, information_ceiling=ceiling,
+            saturated_after=saturated_after(batch.values, ceiling),
         )

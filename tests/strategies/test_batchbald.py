@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import logging
 import math
 
 import numpy as np
@@ -163,7 +162,7 @@ def test_batch_information_never_exceeds_log_k(seed, k, c, concentration) -> Non
     assert max(ranking.info["batch_mutual_information"]) <= math.log(k) + 1e-9
 
 
-def test_a_batch_at_the_ceiling_of_few_samples_is_reported(caplog) -> None:
+def test_a_batch_at_the_ceiling_of_few_samples_is_reported() -> None:
     # two samples that disagree with certainty on every item: one label settles which sample is right,
     # so the first pick already holds all log 2 nats a batch can hold
     rng = np.random.default_rng(7)
@@ -173,17 +172,15 @@ def test_a_batch_at_the_ceiling_of_few_samples_is_reported(caplog) -> None:
     samples[np.arange(n), 0, first] = 1.0
     samples[np.arange(n), 1, (first + second) % c] = 1.0
     samples /= samples.sum(axis=2, keepdims=True)
-    with caplog.at_level(logging.WARNING, logger="lsal.strategies"):
-        ranking = build_strategy("batchbald", batch_size=5, dtype="float64").rank(PoolInputs(samples=samples))
-    assert ranking.info["batch_mutual_information"][0] >= SATURATION * math.log(2)
+    ranking = build_strategy("batchbald", batch_size=5, dtype="float64").rank(PoolInputs(samples=samples))
+    values = ranking.info["batch_mutual_information"]
+    assert values[0] >= SATURATION * math.log(2)
     assert ranking.info["saturated_after"] == 1
-    assert "after 1 of 5 picks (K = 2 MC samples)" in caplog.text and "mc_samples" in caplog.text
+    assert values[-1] - values[0] < 0.05  # four more picks, (almost) nothing more to learn
 
 
-def test_a_batch_far_below_the_ceiling_is_not_reported(caplog) -> None:
+def test_a_batch_far_below_the_ceiling_is_not_reported() -> None:
     samples = _random_samples(40, 50, 4, seed=8, concentration=20.0)  # 50 samples that barely disagree
-    with caplog.at_level(logging.WARNING, logger="lsal.strategies"):
-        ranking = build_strategy("batchbald", batch_size=5, dtype="float64").rank(PoolInputs(samples=samples))
+    ranking = build_strategy("batchbald", batch_size=5, dtype="float64").rank(PoolInputs(samples=samples))
     assert ranking.info["saturated_after"] is None
     assert ranking.info["batch_mutual_information"][-1] < 0.5 * math.log(50)
-    assert "ceiling" not in caplog.text
