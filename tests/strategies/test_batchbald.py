@@ -168,7 +168,7 @@ def test_a_batch_at_the_ceiling_of_few_samples_is_reported() -> None:
     rng = np.random.default_rng(7)
     n, c = 30, 5
     samples = np.full((n, 2, c), 0.001)
-    first, second = rng.integers(c, size=n), (rng.integers(1, c, size=n))
+    first, second = rng.integers(c, size=n), rng.integers(1, c, size=n)
     samples[np.arange(n), 0, first] = 1.0
     samples[np.arange(n), 1, (first + second) % c] = 1.0
     samples /= samples.sum(axis=2, keepdims=True)
