@@ -17,6 +17,7 @@ from plugins.datasets import Dataset, load_dataset
 from plugins.fileio import atomic_write
 from plugins.loop import FIT_METRICS, RoundResult, run_loop
 from plugins.models import build_model
+from plugins.savings import labels_to_reach, savings, savings_interval
 from plugins.strategies import STRATEGIES, Strategy, StrategySpec, build_strategy, strategy_for
 
 
@@ -152,16 +153,12 @@ def curves(results: list[RoundResult]) -> dict[str, tuple[np.ndarray, np.ndarray
     return out
 
 
-def labels_to_reach(labels: np.ndarray, accuracy: np.ndarray, target: float) -> float:
-    """Labels at the first round whose accuracy reaches target (inf if never)."""
-    hits = np.flatnonzero(accuracy >= target)
-    return float(labels[hits[0]]) if len(hits) else math.inf
-
-
 def labels_to_target(results: list[RoundResult], target: float, baseline: str = "random") -> list[dict]:
-    """Per strategy: mean labels to reach the target over seeds, final accuracy, savings against random."""
+    """Per strategy: mean labels to reach the target over seeds, final accuracy, savings against random
+    with a 90% bootstrap interval over seeds (plugins.savings)."""
     rows = []
-    for name, (labels, acc) in curves(results).items():
+    all_curves = curves(results)
+    for name, (labels, acc) in all_curves.items():
         per_seed = [labels_to_reach(labels, run, target) for run in acc]
         mean_curve = acc.mean(axis=0)
         rows.append({
@@ -174,12 +171,22 @@ def labels_to_target(results: list[RoundResult], target: float, baseline: str = 
             "final_accuracy": float(mean_curve[-1]),
             "final_accuracy_std": float(acc[:, -1].std()),
         })
-    base = next((r for r in rows if r["strategy"] == baseline), None)
     for row in rows:
-        b = base["labels_to_target_mean_curve"] if base else math.nan
-        mine = row["labels_to_target_mean_curve"]
-        row["savings_vs_random"] = (1 - mine / b) if math.isfinite(b) and math.isfinite(mine) else math.nan
+        row.update(savings_vs_random=math.nan, savings_low=math.nan, savings_high=math.nan, savings_paired=None)
+        if baseline not in all_curves:
+            continue
+        (labels, acc), (base_labels, base_acc) = all_curves[row["strategy"]], all_curves[baseline]
+        row["savings_vs_random"] = savings(labels, acc.mean(axis=0), base_labels, base_acc.mean(axis=0), target)
+        if row["strategy"] != baseline:
+            interval = savings_interval(labels, acc, _seeds(results, row["strategy"]), base_labels, base_acc,
+                                        _seeds(results, baseline), target)
+            row.update(savings_low=interval.low, savings_high=interval.high, savings_paired=interval.paired)
     return rows
+
+
+def _seeds(results: list[RoundResult], strategy: str) -> list[int]:
+    """The strategy's seeds in the order of its rows in curves()."""
+    return list(dict.fromkeys(r.seed for r in results if r.strategy == strategy))
 
 
 def write_csv(results: list[RoundResult], class_names: list[str], path: Path) -> Path:
@@ -223,15 +230,15 @@ def summary_markdown(summary: list[dict], target: float, budget: int) -> str:
     lines = [
         f"Labels needed to reach {target:.0%} test accuracy (mean curve over {over}; budget {budget})",
         "",
-        "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching | savings vs random "
-        "| final accuracy |",
+        "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching "
+        "| savings vs random (90% bootstrap interval over seeds) | final accuracy |",
         "|---|---|---|---|---|---|",
     ]
     for row in summary:
         lines.append(
             f"| {row['strategy']} | {_fmt_labels(row['labels_to_target_mean_curve'], budget)} "
             f"| {_fmt_labels(row['labels_to_target'], budget)} | {row['seeds_reaching']}/{row['seeds']} "
-            f"| {_fmt_pct(row['savings_vs_random'])} "
+            f"| {_fmt_savings(row)} "
             f"| {row['final_accuracy']:.3f} ± {row['final_accuracy_std']:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -243,3 +250,13 @@ def _fmt_labels(value: float, budget: int) -> str:
 
 def _fmt_pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{value:+.0%}"
+
+
+def _fmt_savings(row: dict) -> str:
+    """Savings with its interval; -inf as the low end means the strategy missed the target in the tail."""
+    point, low, high = row["savings_vs_random"], row["savings_low"], row["savings_high"]
+    if not math.isfinite(high):
+        return _fmt_pct(point)
+    low_text = "-inf" if low == -math.inf else _fmt_pct(low)
+    paired = "" if row["savings_paired"] else ", unpaired"
+    return f"{_fmt_pct(point)} ({low_text} to {_fmt_pct(high)}{paired})"
