@@ -172,11 +172,13 @@ def labels_to_target(results: list[RoundResult], target: float, baseline: str = 
             "final_accuracy_std": float(acc[:, -1].std()),
         })
     for row in rows:
-        row.update(savings_vs_random=math.nan, savings_low=math.nan, savings_high=math.nan, savings_paired=None)
+        row.update(savings_vs_random=math.nan, savings_low=math.nan, savings_high=math.nan,
+                   savings_paired=None)
         if baseline not in all_curves:
             continue
         (labels, acc), (base_labels, base_acc) = all_curves[row["strategy"]], all_curves[baseline]
-        row["savings_vs_random"] = savings(labels, acc.mean(axis=0), base_labels, base_acc.mean(axis=0), target)
+        row["savings_vs_random"] = savings(labels, acc.mean(axis=0), base_labels, base_acc.mean(axis=0),
+                                           target)
         if row["strategy"] != baseline:
             interval = savings_interval(labels, acc, _seeds(results, row["strategy"]), base_labels, base_acc,
                                         _seeds(results, baseline), target)
