@@ -257,7 +257,7 @@ def _fmt_pct(value: float) -> str:
 def _fmt_savings(row: dict) -> str:
     """Savings with its interval; -inf as the low end means the strategy missed the target in the tail."""
     point, low, high = row["savings_vs_random"], row["savings_low"], row["savings_high"]
-    if not math.isfinite(high):
+    if not (math.isfinite(point) and math.isfinite(high)):
         return _fmt_pct(point)
     low_text = "-inf" if low == -math.inf else _fmt_pct(low)
     paired = "" if row["savings_paired"] else ", unpaired"
