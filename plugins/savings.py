@@ -14,10 +14,8 @@ def labels_to_reach(labels: np.ndarray, accuracy: np.ndarray, target: float) -> 
     return float(labels[hits[0]]) if len(hits) else math.inf
 
 
-def savings(labels: np.ndarray, curve: np.ndarray, base_labels: np.ndarray, base_curve: np.ndarray,
-            target: float) -> float:
-    """1 - labels(curve) / labels(base_curve) to reach target; NaN where either never reaches it."""
-    mine, base = labels_to_reach(labels, curve, target), labels_to_reach(base_labels, base_curve, target)
+def savings(mine: float, base: float) -> float:
+    """1 - mine / base for labels to reach a target (from labels_to_reach); NaN where either is inf."""
     return 1 - mine / base if math.isfinite(mine) and math.isfinite(base) else math.nan
 
 

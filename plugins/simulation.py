@@ -171,17 +171,18 @@ def labels_to_target(results: list[RoundResult], target: float, baseline: str = 
             "final_accuracy": float(mean_curve[-1]),
             "final_accuracy_std": float(acc[:, -1].std()),
         })
+    base = next((r for r in rows if r["strategy"] == baseline), None)
     for row in rows:
         row.update(savings_vs_random=math.nan, savings_low=math.nan, savings_high=math.nan,
                    savings_paired=None)
-        if baseline not in all_curves:
+        if base is None:
             continue
-        (labels, acc), (base_labels, base_acc) = all_curves[row["strategy"]], all_curves[baseline]
-        row["savings_vs_random"] = savings(labels, acc.mean(axis=0), base_labels, base_acc.mean(axis=0),
-                                           target)
-        if row["strategy"] != baseline:
-            interval = savings_interval(labels, acc, _seeds(results, row["strategy"]), base_labels, base_acc,
-                                        _seeds(results, baseline), target)
+        key = "labels_to_target_mean_curve"
+        row["savings_vs_random"] = savings(row[key], base[key])
+        if row is not base:
+            (labels, acc), (base_labels, base_acc) = all_curves[row["strategy"]], all_curves[baseline]
+            interval = savings_interval(labels, acc, _seeds(results, row["strategy"]), base_labels,
+                                        base_acc, _seeds(results, baseline), target)
             row.update(savings_low=interval.low, savings_high=interval.high, savings_paired=interval.paired)
     return rows
 

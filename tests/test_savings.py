@@ -73,7 +73,8 @@ def test_unpaired_seeds_are_resampled_independently() -> None:
 def test_a_clearly_better_strategy_has_an_interval_above_zero() -> None:
     rng = np.random.default_rng(3)
     acc, base = _curves(rng, 5, 0.7, 0.04), _curves(rng, 5, 0.5, 0.03)
-    point = savings(LABELS, acc.mean(axis=0), LABELS, base.mean(axis=0), 0.85)
+    point = savings(labels_to_reach(LABELS, acc.mean(axis=0), 0.85),
+                    labels_to_reach(LABELS, base.mean(axis=0), 0.85))
     interval = savings_interval(LABELS, acc, list(range(5)), LABELS, base, list(range(5)), 0.85)
     assert 0 < interval.low <= point <= interval.high
     assert interval == savings_interval(LABELS, acc, list(range(5)), LABELS, base, list(range(5)), 0.85)
@@ -85,7 +86,7 @@ def test_curves_short_of_the_target_count_against_the_strategy() -> None:
     assert bounded_savings(LABELS, low, LABELS, high, 0.9) == -math.inf
     mine = labels_to_reach(LABELS, high, 0.9)
     assert bounded_savings(LABELS, high, LABELS, low, 0.9) == 1 - mine / (LABELS[-1] + 10)
-    assert math.isnan(savings(LABELS, high, LABELS, low, 0.9))
+    assert math.isnan(savings(mine, labels_to_reach(LABELS, low, 0.9)))
 
 
 @pytest.mark.parametrize("kwargs", [{"level": 1.0}, {"level": 0.0}, {"resamples": 0}])
