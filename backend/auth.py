@@ -1,4 +1,10 @@
-"""Who may call what: a shared secret for /webhook and /admin, optional basic auth for every route."""
+"""Who may call what: a shared secret for /admin, the secret or a per-project token for /webhook, optional
+basic auth for every other route.
+
+The webhooks the worker registers in Label Studio never carry LSAL_SECRET: Label Studio shows a webhook's
+headers to whoever may list the project's webhooks. They carry a token derived from the secret for that one
+project, which lets its holder send that project's events and nothing else.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,16 @@ from fastapi import HTTPException, Request
 from backend.config import Settings
 
 SECRET_HEADER = "X-LSAL-Secret"
+WEBHOOK_TOKEN_HEADER = "X-LSAL-Webhook-Token"
 OPEN_PATHS = frozenset({"/health"})
+# routes that check their own credentials (the secret or a project's webhook token) in every auth mode, so
+# the webhooks the worker registers are accepted whether or not BASIC_AUTH_USER/PASS are set
+SELF_AUTHENTICATED = frozenset({"/webhook"})
+
+
+def webhook_token(secret: str, project: int) -> str:
+    """The token that authenticates project `project`'s webhook events (an HMAC of the secret)."""
+    return hmac.new(secret.encode(), f"lsal-webhook:{int(project)}".encode(), hashlib.sha256).hexdigest()[:40]
 
 
 @lru_cache(maxsize=4)
@@ -25,9 +40,12 @@ def secret_tag(secret: str | None) -> str | None:
     return hashlib.pbkdf2_hmac("sha256", secret.encode(), b"lsal-webhook-secret", 200_000, dklen=12).hex()
 
 
-def webhook_outdated(info: dict[str, Any], url: str, secret: str | None) -> bool:
-    """Whether the project's registered webhook (per the store's info) is not `url` with this secret."""
-    return info.get("webhook_url") != url or info.get("webhook_secret_tag") != secret_tag(secret)
+def webhook_outdated(info: dict[str, Any], url: str | None, token: str | None) -> bool:
+    """Whether the project's registered webhook (per the store's info) is not `url` (any URL when None)
+    with this token."""
+    registered = info.get("webhook_url")
+    return not registered or (url is not None and registered != url) or \
+        info.get("webhook_secret_tag") != secret_tag(token)
 
 
 def _equal(given: str | None, expected: str | None) -> bool:
@@ -58,6 +76,46 @@ def basic_auth_ok(settings: Settings, request: Request) -> bool:
         _equal(creds[1], settings.basic_auth_pass.get_secret_value())
 
 
+def has_secret(settings: Settings, request: Request) -> bool:
+    """Whether the request carries LSAL_SECRET (header, Bearer, or the basic-auth password); see require_secret."""
+    if settings.secret is None:
+        return False
+    secret = settings.secret.get_secret_value()
+    if _equal(request.headers.get(SECRET_HEADER), secret):
+        return True
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer ") and _equal(auth[7:].strip(), secret):
+        return True
+    creds = _basic(request)
+    if creds is None:
+        return False
+    if settings.basic_auth_user and settings.basic_auth_pass is not None:
+        return basic_auth_ok(settings, request)
+    return _equal(creds[1], secret)
+
+
+def actor(request: Request) -> str:
+    """Who made an authenticated admin call, for the audit record (never a secret)."""
+    creds = _basic(request)
+    user = creds[0] if creds else None
+    via = request.headers.get("x-lsal-actor", "")[:80]  # the lsal CLI says which user@host runs it
+    who = via or (f"basic user {user!r}" if user else "holder of LSAL_SECRET")
+    host = request.client.host if request.client else "?"
+    return f"{who} from {host}"
+
+
+def require_webhook_auth(settings: Settings, request: Request, project: int) -> None:
+    """Raise 401 unless the request carries the secret or project `project`'s webhook token (503 if unset)."""
+    if settings.secret is None:
+        raise HTTPException(503, "LSAL_SECRET is not set: webhook routes are disabled until it is")
+    token = webhook_token(settings.secret.get_secret_value(), project)
+    if _equal(request.headers.get(WEBHOOK_TOKEN_HEADER), token) or has_secret(settings, request):
+        return
+    raise HTTPException(401, f"missing or wrong credentials: a webhook carries the {WEBHOOK_TOKEN_HEADER} header "
+                             f"of its project (registered by the worker) or {SECRET_HEADER}",
+                        headers={"WWW-Authenticate": "Basic"})
+
+
 def require_secret(settings: Settings, request: Request) -> None:
     """Raise 401 unless the request carries the secret (header, Bearer, or basic-auth password), 503 if unset.
 
@@ -66,18 +124,7 @@ def require_secret(settings: Settings, request: Request) -> None:
     """
     if settings.secret is None:
         raise HTTPException(503, "LSAL_SECRET is not set: admin and webhook routes are disabled until it is")
-    secret = settings.secret.get_secret_value()
-    if _equal(request.headers.get(SECRET_HEADER), secret):
+    if has_secret(settings, request):
         return
-    auth = request.headers.get("authorization", "")
-    if auth.lower().startswith("bearer ") and _equal(auth[7:].strip(), secret):
-        return
-    creds = _basic(request)
-    if creds is not None:
-        if settings.basic_auth_user and settings.basic_auth_pass is not None:
-            if basic_auth_ok(settings, request):
-                return
-        elif _equal(creds[1], secret):
-            return
     raise HTTPException(401, f"missing or wrong secret: send the {SECRET_HEADER} header (or Bearer token) "
                              "holding LSAL_SECRET", headers={"WWW-Authenticate": "Basic"})

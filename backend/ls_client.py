@@ -23,6 +23,10 @@ class LabelStudioError(RuntimeError):
     """Label Studio refused or failed a request; the message says which request and why (never the token)."""
 
 
+class NoTokenError(LabelStudioError):
+    """There is no Label Studio token for a project; the message says what to set."""
+
+
 def _describe(exc: Exception, what: str) -> LabelStudioError:
     """A LabelStudioError for `exc` raised while doing `what`."""
     if isinstance(exc, ApiError):
@@ -122,11 +126,12 @@ class LabelStudioClient:
                 return
             page += 1
 
-    def file_bytes(self, path_or_url: str, max_bytes: int, timeout: float) -> bytes:
-        """Bytes of a file Label Studio serves (uploads, local-files storage), with the token, size-capped."""
+    def file_bytes(self, path_or_url: str, max_bytes: int, timeout: float, deadline: float | None = None) -> bytes:
+        """Bytes of a file Label Studio serves (uploads, local-files storage), with the token, size-capped;
+        `timeout` per read, `deadline` (time.monotonic) for the whole download."""
         with self._http.stream("GET", path_or_url, headers=self._headers(), timeout=timeout) as response:
             response.raise_for_status()
-            return read_capped(response, max_bytes)
+            return read_capped(response, max_bytes, deadline)
 
     def model_versions(self, project: int) -> dict[str, int]:
         """{model_version: number of predictions} in the project."""
@@ -159,6 +164,11 @@ class LabelStudioClient:
         """PATCH project fields (model_version, sampling, ...)."""
         return self.request("PATCH", f"/api/projects/{project}", f"update project {project}", json=fields)
 
+    def ml_backends(self, project: int) -> list[dict[str, Any]]:
+        """The ML backends connected to the project (Label Studio calls each one's /health and /setup)."""
+        body = self.request("GET", "/api/ml", "list the ML backends", params={"project": project})
+        return body if isinstance(body, list) else []
+
     def webhooks(self, project: int) -> list[dict[str, Any]]:
         """The webhooks registered for the project."""
         return self.request("GET", "/api/webhooks/", "list webhooks", params={"project": project}) or []
@@ -173,14 +183,17 @@ class LabelStudioClient:
         return self.request("POST", "/api/webhooks/", "register the webhook", json=body)
 
 
-def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
-    """The body of a streamed response, refusing more than `max_bytes`."""
+def read_capped(response: httpx.Response, max_bytes: int, deadline: float | None = None) -> bytes:
+    """The body of a streamed response, refusing more than `max_bytes` (ValueError) or reading past
+    `deadline` (a time.monotonic value; TimeoutError)."""
     declared = response.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if declared and declared.isdecimal() and len(declared) < 20 and int(declared) > max_bytes:
         raise ValueError(f"{int(declared)} bytes is over the {max_bytes}-byte limit")
     data = bytearray()
     for block in response.iter_bytes():
         data += block
         if len(data) > max_bytes:
             raise ValueError(f"more than the {max_bytes}-byte limit")
+        if deadline is not None and time.monotonic() > deadline:
+            raise TimeoutError("the download ran past its deadline")
     return bytes(data)

@@ -14,7 +14,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from backend.admin import reconcile
-from backend.auth import webhook_outdated
+from backend.auth import webhook_outdated, webhook_token
 from backend.config import Settings
 from backend.credentials import client_for
 from backend.ls_client import LabelStudioError
@@ -31,11 +31,12 @@ def reconcile_project(settings: Settings, redis: Redis, project: int) -> dict[st
     store = ProjectStore(redis, project)
     out = reconcile(redis, store, settings.defaults, settings.queue, settings.job_timeout_s,
                     labeled if isinstance(labeled, int) else None)
-    hook = store.info().get("webhook_url")
+    info = store.info()
     secret = settings.secret.get_secret_value() if settings.secret else None
-    if secret and hook and webhook_outdated(store.info(), hook, secret):
-        out["webhook"] = enqueue(redis, settings.queue, "connect", project, hook, timeout=300,
-                                 reason="reconcile: LSAL_SECRET changed").job_id
+    target = f"{settings.public_url}/webhook" if settings.public_url else info.get("webhook_url")
+    if secret and info.get("webhook_url") and webhook_outdated(info, target, webhook_token(secret, project)):
+        out["webhook"] = enqueue(redis, settings.queue, "connect", project, timeout=300,
+                                 reason="reconcile: LSAL_SECRET or LSAL_PUBLIC_URL changed").job_id
     return out
 
 

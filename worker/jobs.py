@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.auth import SECRET_HEADER, secret_tag
+from backend.auth import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
+from backend.ls_client import LabelStudioError
 from backend.label_config import parse_target
 from backend.queueing import enqueue, release_pending
 from worker.context import JobContext
@@ -142,19 +143,49 @@ def place_in_order(ctx: JobContext, scored: Scored, threshold: float | None) -> 
     return out
 
 
-def connect(project: int, webhook_url: str) -> dict[str, Any]:
-    """Register the project's webhook to this backend and, if a version is live, point Label Studio at it."""
+def connect(project: int, *_ignored: Any) -> dict[str, Any]:
+    """Register the project's webhook to this backend and, if a version is live, point Label Studio at it.
+
+    The webhook's URL comes from trusted places only: LSAL_PUBLIC_URL, else the ML backend URL the project's
+    Label Studio admin connected. Its header is the project's webhook token, never LSAL_SECRET (Label Studio
+    shows webhook headers to whoever may list them). Arguments after `project` (a URL, in jobs queued by
+    versions before 2026-12) are ignored.
+    """
 
     def body(ctx: JobContext) -> dict[str, Any]:
-        secret = ctx.settings.secret.get_secret_value() if ctx.settings.secret else None
-        # the secret travels in the webhook's headers, read from our environment, never in job arguments
-        headers = {SECRET_HEADER: secret} if secret else {}
-        hook = ctx.ls.ensure_webhook(ctx.project, webhook_url, headers)
-        ctx.store.set_info(webhook_url=webhook_url, webhook_secret_tag=secret_tag(secret))
+        if ctx.settings.secret is None:
+            return {"status": "no_secret", "reason": "LSAL_SECRET is not set: /webhook would refuse every event"}
+        ctx.store.set_info(connect_started_at=time.time())
+        try:
+            url = webhook_target(ctx)
+            token = webhook_token(ctx.settings.secret.get_secret_value(), ctx.project)
+            hook = ctx.ls.ensure_webhook(ctx.project, url, {WEBHOOK_TOKEN_HEADER: token})
+            ctx.store.set_info(webhook_url=url, webhook_secret_tag=secret_tag(token), webhook_error=None)
+        except (ConnectError, LabelStudioError) as exc:
+            ctx.store.set_info(webhook_error=str(exc)[:500])
+            raise
+        finally:
+            ctx.store.set_info(connect_started_at=None)
         live = ctx.store.published()
         if live is not None:
             ctx.ls.update_project(ctx.project, model_version=live["model_version"])
-        return {"status": "connected", "webhook": hook.get("id") if isinstance(hook, dict) else None}
+        return {"status": "connected", "webhook": hook.get("id") if isinstance(hook, dict) else None, "url": url}
 
     return _run(project, "connect", body)
 
+
+class ConnectError(RuntimeError):
+    """The worker does not know where Label Studio reaches the backend; the message says what to set."""
+
+
+def webhook_target(ctx: JobContext) -> str:
+    """Where the project's webhook goes: LSAL_PUBLIC_URL, else the one ML backend connected to the project."""
+    if ctx.settings.public_url:
+        return f"{ctx.settings.public_url}/webhook"
+    urls = sorted({str(b.get("url")).rstrip("/") for b in ctx.ls.ml_backends(ctx.project)
+                   if isinstance(b, dict) and str(b.get("url", "")).startswith(("http://", "https://"))})
+    if len(urls) != 1:
+        raise ConnectError(f"project {ctx.project} has {len(urls)} ML backends connected in Label Studio "
+                           f"({', '.join(urls) or 'none'}): set LSAL_PUBLIC_URL to the URL at which Label "
+                           "Studio reaches this backend")
+    return f"{urls[0]}/webhook"

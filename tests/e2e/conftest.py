@@ -236,6 +236,8 @@ class Stack:
         self.model_dir = Path(env["MODEL_DIR"])
         self.project: int | None = None
         self.labels: dict[str, str] = {}
+        # the model connection's basic auth in Label Studio: any user with the secret, or BASIC_AUTH_USER/PASS
+        self.ml_auth = (env.get("BASIC_AUTH_USER") or "lsal", env.get("BASIC_AUTH_PASS") or env["LSAL_SECRET"])
         self.backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                               "--log-level", "warning"), tmp_path / "backend.log", env)
         self.workers: list = []
@@ -286,6 +288,11 @@ class Stack:
 
     def status(self) -> dict:
         return self.admin(f"{self.project}/status")
+
+    def redis(self):
+        from redis import Redis
+
+        return Redis.from_url(self.env["REDIS_URL"])
 
     def wait(self, predicate, timeout: float, what: str, fail_fast: bool = True):
         deadline = time.monotonic() + timeout
@@ -346,8 +353,8 @@ class Stack:
         ls = self.ls
         tasks = self.ok(ls.get(f"/api/tasks?project={self.project}&page_size=1000"), "tasks")["tasks"]
         self.ml = self.ok(ls.post("/api/ml", json={"project": self.project, "url": self.url, "title": "lsal",
-                                                   "auth_method": "BASIC_AUTH", "basic_auth_user": "lsal",
-                                                   "basic_auth_pass": E2E_SECRET}), "connect the ML backend")
+                                                   "auth_method": "BASIC_AUTH", "basic_auth_user": self.ml_auth[0],
+                                                   "basic_auth_pass": self.ml_auth[1]}), "connect the ML backend")
         self.wait(lambda: self.status()["webhook_url"] == f"{self.url}/webhook", 60, "the webhook registration")
         return {t["id"]: t["data"]["image"] for t in tasks}
 
