@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from redis import Redis
@@ -18,18 +21,22 @@ from plugins.models import MODELS
 from plugins.strategies import STRATEGIES
 
 TRIGGERS = ("retrain", "rescore")
+log = logging.getLogger("lsal.admin")
 
 
-def update_settings(store: ProjectStore, defaults: ProjectSettings, patch: dict[str, Any]) -> ProjectSettings:
-    """Merge `patch` into the project's settings (nested 'strategy'/'model' replaced whole) and store them."""
+def update_settings(store: ProjectStore, defaults: ProjectSettings, patch: dict[str, Any],
+                    weights_dir: Path | None = None) -> ProjectSettings:
+    """Merge `patch` into the project's settings (nested 'strategy'/'model' replaced whole) and store them;
+    a new pretrained_path must name a file inside `weights_dir` (LSAL_WEIGHTS_DIR)."""
     if not isinstance(patch, dict):
         raise InvalidSettingsError("settings must be a JSON object")
-    merged = {**store.settings(defaults).model_dump(mode="json"), **patch}
-    return store.set_settings(validate_settings(merged))
+    current = store.settings(defaults)
+    merged = {**current.model_dump(mode="json"), **patch}
+    return store.set_settings(validate_settings(merged, weights_dir, current))
 
 
 def set_strategy(store: ProjectStore, defaults: ProjectSettings, name: str,
-                 params: dict[str, Any] | None = None) -> ProjectSettings:
+                 params: dict[str, Any] | None = None, weights_dir: Path | None = None) -> ProjectSettings:
     """Switch the project's strategy; each param goes where it belongs: strategy, model or project setting.
 
     `lsal strategy set --project 7 bald --mc-samples 20`: BALD has no mc_samples, the cnn model does, so
@@ -57,7 +64,15 @@ def set_strategy(store: ProjectStore, defaults: ProjectSettings, name: str,
                 f"project: {', '.join(sorted(project_fields))}")
     merged = {**current.model_dump(mode="json"), **project, "strategy": {"name": name, "params": strategy_params},
               "model": {"name": current.model.name, "params": model_params}}
-    return store.set_settings(validate_settings(merged))
+    return store.set_settings(validate_settings(merged, weights_dir, current))
+
+
+def record_audit(store: ProjectStore, actor: str, action: str, detail: dict[str, Any]) -> dict[str, Any]:
+    """Keep (and log) who changed what in a project: settings, strategy, rollback, triggered jobs."""
+    record = {"at": time.time(), "actor": actor, "action": action, "detail": detail}
+    store.audit(record)
+    log.info("audit: project %s %s by %s: %s", store.project, action, actor, json.dumps(detail, default=str)[:500])
+    return record
 
 
 def trigger(redis: Redis, queue: str, project: int, kind: str, reason: str, timeout: int) -> Enqueued:
@@ -185,5 +200,6 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: 
         "last_retrain": info.get("last_retrain"), "last_rescore": info.get("last_rescore"),
         "last_score_new": info.get("last_score_new"),
         "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
+        "audit": store.audit_log(10),
         "now": time.time(),
     }

@@ -1,37 +1,67 @@
-"""The HTTP face: Label Studio's ML-backend protocol (/health, /setup, /predict, /webhook), /metrics, /admin."""
+"""The HTTP face: Label Studio's ML-backend protocol (/health, /setup, /predict, /webhook), /metrics, /admin.
+
+Who may do what (docs/reliability.md#security): /health, /setup, /predict and /metrics are open unless
+BASIC_AUTH_USER/PASS are set; /setup changes state only for a project that Label Studio (at
+LABEL_STUDIO_URL, never a host the request names) confirms; /webhook needs LSAL_SECRET or the project's
+webhook token; /admin needs LSAL_SECRET and leaves an audit record.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Path, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.registry import FailedJobRegistry
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.admin import rollback, set_strategy, status, trigger, update_settings
-from backend.auth import OPEN_PATHS, basic_auth_ok, require_secret, webhook_outdated
+from backend.admin import record_audit, rollback, set_strategy, status, trigger, update_settings
+from backend.auth import (
+    OPEN_PATHS,
+    SELF_AUTHENTICATED,
+    WEBHOOK_TOKEN_HEADER,
+    actor,
+    basic_auth_ok,
+    has_secret,
+    require_secret,
+    require_webhook_auth,
+    webhook_outdated,
+    webhook_token,
+)
 from backend.config import Settings, get_settings
-from backend.credentials import remember_setup_credentials
+from backend.credentials import ProjectConfirmer, SetupRefused, remember_token
 from backend.curves import learning_curve_png
-from backend.ls_client import LabelStudioClient, LabelStudioError
+from backend.ls_client import LabelStudioError, NoTokenError
 from backend.metrics import Metrics
 from backend.model_api import LabelStudioModel, Services, load_model_class
 from backend.model_cache import ModelCache
 from backend.predictor import Predictor
 from backend.project_settings import InvalidSettingsError, strategy_param_help
+from backend.protocol import (
+    MAX_PROJECT_ID,
+    PredictRequest,
+    RollbackBody,
+    SetupRequest,
+    StrategyBody,
+    WebhookEvent,
+    add_body_schemas,
+    body_schema,
+    json_object,
+    parse,
+    project_id,
+)
 from backend.queueing import enqueue, queue_for
 from backend.reconciler import Reconciler, reconcile_project
-from backend.store import ProjectStore, known_projects
+from backend.store import PROJECTS_KEY, ProjectStore, known_projects, version_number
 from plugins.strategies import STRATEGIES
 
 log = logging.getLogger("lsal.backend")
@@ -42,40 +72,16 @@ LS_ACTIONS = frozenset({
     "LABEL_LINK_CREATED", "LABEL_LINK_UPDATED", "LABEL_LINK_DELETED", "REVIEW_CREATED", "REVIEW_UPDATED",
     "REVIEWS_DELETED", "ANNOTATION_DRAFT_CREATED", "ANNOTATION_DRAFT_UPDATED", "ANNOTATION_DRAFT_DELETED",
 })
-
-
-def project_id(value: Any) -> int:
-    """A project id from Label Studio's forms: 7, "7", "7.1700000000" or {"id": 7}; 400 otherwise."""
-    if isinstance(value, dict):
-        value = value.get("id")
-    if isinstance(value, bool):
-        value = None
-    if isinstance(value, str):
-        value = value.split(".", 1)[0]
-        value = int(value) if value.isdigit() else None
-    if not isinstance(value, int) or value < 1:
-        raise HTTPException(400, "project must be a positive project id (7, \"7.<timestamp>\" or {\"id\": 7})")
-    return value
-
-
-class StrategyBody(BaseModel):
-    """POST /admin/projects/{id}/strategy."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    now: bool = Field(False, description="enqueue a rescore at once")
-
-
-class RollbackBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    version: str
+CONNECT_GRACE_S = 120.0  # a connect job asks Label Studio for the ML backend, which calls /setup again
+ProjectId = Annotated[int, Path(ge=1, le=MAX_PROJECT_ID, description="Label Studio project id")]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """The backend application for `settings` (default: from the environment)."""
     settings = settings or get_settings()
-    redis = Redis.from_url(settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    # a stuck Redis must answer 503 well within Label Studio's 1 s webhook timeout
+    redis = Redis.from_url(settings.redis_url, socket_timeout=settings.redis_timeout_s,
+                           socket_connect_timeout=settings.redis_timeout_s)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -87,13 +93,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             reconciler.stop()
 
     app = FastAPI(title="Label Studio Active Learning backend", version="0.1.0", lifespan=lifespan,
-                  description="Label Studio ML backend protocol plus the admin API of lsal.")
+                  description="Label Studio ML backend protocol plus the admin API of lsal.",
+                  max_body_size=settings.max_body_bytes)
     metrics = Metrics()
     models = ModelCache(settings.model_dir)
-    ls = LabelStudioClient.from_settings(settings) if settings.label_studio_api_key else None
     predictor = Predictor(settings, models, redis)
     services = Services(settings, redis, predictor, metrics)
     model_class = load_model_class(settings.model_class)
+    confirmer = ProjectConfirmer(settings)
     app.state.settings, app.state.redis, app.state.metrics, app.state.models = settings, redis, metrics, models
 
     def store(project: int) -> ProjectStore:
@@ -102,24 +109,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     def secret(request: Request) -> None:
         require_secret(settings, request)
 
+    async def body_of(request: Request) -> dict[str, Any]:
+        return await json_object(request, settings.body_timeout_s, settings.max_json_depth)
+
     @app.middleware("http")
     async def guard(request: Request, call_next):
         started = time.perf_counter()
-        route = request.url.path if request.url.path in _ROUTES else "other"
-        if request.url.path.startswith("/admin/"):
-            route = "/admin"
-        if request.url.path not in OPEN_PATHS and not basic_auth_ok(settings, request):
+        path = request.url.path
+        route = path if path in _ROUTES else "/admin" if path.startswith("/admin/") else "other"
+        length = request.headers.get("content-length")
+        if path not in OPEN_PATHS | SELF_AUTHENTICATED and not basic_auth_ok(settings, request) and \
+                not has_secret(settings, request):
             response = JSONResponse({"detail": "basic auth required"}, 401, {"WWW-Authenticate": "Basic"})
+        elif length and (not length.isdecimal() or not length.isascii() or int(length) > settings.max_body_bytes):
+            response = JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, 413)
         else:
-            length = request.headers.get("content-length")
-            if length and (not length.isdigit() or int(length) > settings.max_body_bytes):
-                response = JSONResponse({"detail": f"request body over {settings.max_body_bytes} bytes"}, 413)
-            else:
-                try:
-                    response = await call_next(request)
-                except RedisError as exc:
-                    response = JSONResponse({"detail": f"Redis unavailable ({type(exc).__name__}); retry later"},
-                                            503, {"Retry-After": "5"})
+            try:
+                response = await call_next(request)
+            except RedisError as exc:
+                response = _redis_down(exc)
         metrics.requests.labels(route, str(response.status_code)).inc()
         metrics.latency.labels(route).observe(time.perf_counter() - started)
         return response
@@ -129,68 +137,92 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         errors = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(errors)}, 422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == 413 and detail == "Content Too Large":  # Starlette's limit, while reading
+            detail = f"request body over {settings.max_body_bytes} bytes"
+        return JSONResponse({"detail": detail}, exc.status_code, getattr(exc, "headers", None))
+
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
-        return JSONResponse({"detail": f"Redis unavailable ({type(exc).__name__}); retry later"}, 503,
-                            {"Retry-After": "5"})
-
-    async def json_body(request: Request) -> dict[str, Any]:
-        raw = await request.body()
-        if len(raw) > settings.max_body_bytes:
-            raise HTTPException(413, f"request body over {settings.max_body_bytes} bytes")
-        try:
-            body = json.loads(raw or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise HTTPException(400, "the body is not valid JSON") from None
-        if not isinstance(body, dict):
-            raise HTTPException(400, "the body must be a JSON object")
-        return body
+        return _redis_down(exc)
 
     # -- Label Studio's ML backend protocol ----------------------------------------------------------------
     @app.get("/health")
     def health() -> dict[str, Any]:
         return {"status": "UP", "model_class": "lsal", "version": app.version}
 
-    def model_for(project: int, label_config: Any) -> LabelStudioModel:
-        if label_config is not None and not isinstance(label_config, str):
-            raise HTTPException(400, "label_config must be a string")
+    def model_for(project: int, label_config: str | None) -> LabelStudioModel:
+        if label_config is not None and len(label_config.encode()) > settings.max_config_bytes:
+            raise HTTPException(413, f"the labeling config is over {settings.max_config_bytes} bytes "
+                                     "(LSAL_MAX_CONFIG_BYTES)")
         return model_class(project, label_config, services)
 
-    @app.post("/setup")
+    def connect_if_needed(project: int) -> None:
+        """Register the project's webhook (a worker job) unless it is current or being registered."""
+        if settings.secret is None:
+            return
+        info = store(project).info()
+        token = webhook_token(settings.secret.get_secret_value(), project)
+        target = f"{settings.public_url}/webhook" if settings.public_url else None
+        started = info.get("connect_started_at")
+        if isinstance(started, (int, float)) and time.time() - started < CONNECT_GRACE_S:
+            return
+        if webhook_outdated(info, target, token):
+            enqueue(redis, settings.queue, "connect", project, timeout=300, reason="setup")
+
+    def confirmed_setup(project: int, body: SetupRequest) -> None:
+        """Record a /setup that Label Studio confirmed: the project is known, its token kept, its webhook due."""
+        delivered = confirmer.confirm(project, body.access_token)
+        if delivered is not None:
+            remember_token(redis, project, delivered)
+        redis.sadd(PROJECTS_KEY, project)
+        connect_if_needed(project)
+
+    @app.post("/setup", openapi_extra=body_schema(SetupRequest))
     async def setup(request: Request) -> dict[str, Any]:
-        body = await json_body(request)
-        project = project_id(body.get("project"))
-        model_version = model_for(project, body.get("schema")).setup()
-        delivered = settings.label_studio_api_key is None and remember_setup_credentials(
-            redis, project, body.get("hostname"), body.get("access_token"))
-        if settings.secret is not None and (ls is not None or delivered):
-            hook = f"{(settings.public_url or str(request.base_url)).rstrip('/')}/webhook"
-            # Label Studio calls /setup often: register only a new URL or a rotated secret
-            if webhook_outdated(store(project).info(), hook, settings.secret.get_secret_value()):
-                enqueue(redis, settings.queue, "connect", project, hook, timeout=300, reason="setup")
+        body = parse(SetupRequest, await body_of(request), 400)
+        project = project_id(body.project)
+        model = model_for(project, body.label_config)
+        model_version = await run_in_threadpool(model.setup)  # parses the config off the event loop
+        try:
+            await run_in_threadpool(confirmed_setup, project, body)
+        except SetupRefused as exc:
+            log.warning("setup of project %s refused: %s", project, exc)
+            raise HTTPException(exc.status, str(exc)) from None
         return {"model_version": model_version}
 
-    @app.post("/predict")
+    @app.post("/predict", openapi_extra=body_schema(PredictRequest))
     async def predict(request: Request) -> dict[str, Any]:
-        body = await json_body(request)
-        tasks = body.get("tasks")
-        if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
-            raise HTTPException(400, "tasks must be a list of task objects")
-        project = project_id(body.get("project") or (tasks[0].get("project") if tasks else None))
-        model = model_for(project, body.get("label_config"))
-        context = body.get("context") if isinstance(body.get("context"), dict) else None
-        return await run_in_threadpool(model.predict, tasks, context)
+        raw = await body_of(request)
+        if isinstance(raw.get("tasks"), list) and len(raw["tasks"]) > settings.max_predict_tasks:
+            raise HTTPException(413, f"{len(raw['tasks'])} tasks in one request; at most {settings.max_predict_tasks}"
+                                     " (LSAL_MAX_PREDICT_TASKS): the worker publishes predictions for the whole "
+                                     "project on its own")
+        body = parse(PredictRequest, raw, 400)
+        tasks = [t.model_dump(exclude_unset=False) for t in body.tasks]
+        project = project_id(body.project or (tasks[0].get("project") if tasks else None))
+        model = model_for(project, body.label_config)
+        return await run_in_threadpool(model.predict, tasks, body.context)
 
-    @app.post("/webhook", dependencies=[Depends(secret)])
-    async def webhook(request: Request) -> dict[str, Any]:
-        body = await json_body(request)
-        action = body.get("action")
-        if not isinstance(action, str) or action not in LS_ACTIONS:
-            raise HTTPException(400, f"unknown action {action!r}; Label Studio actions are "
+    def handle_event(request: Request, raw: dict[str, Any]) -> dict[str, Any]:
+        event = parse(WebhookEvent, raw, 400)
+        if not has_secret(settings, request):  # a project's token: check it against the body's project
+            require_webhook_auth(settings, request, project_id(event.project))
+        if event.action not in LS_ACTIONS:
+            raise HTTPException(400, f"unknown action {event.action!r}; Label Studio actions are "
                                      f"{', '.join(sorted(LS_ACTIONS))}")
-        metrics.webhooks.labels(action).inc()
-        project = project_id(body.get("project"))
-        return model_for(project, None).fit(action, body)
+        project = project_id(event.project)
+        metrics.webhooks.labels(event.action).inc()
+        return model_for(project, None).fit(event.action, raw)
+
+    @app.post("/webhook", openapi_extra=body_schema(WebhookEvent))
+    async def webhook(request: Request) -> dict[str, Any]:
+        if WEBHOOK_TOKEN_HEADER not in request.headers:  # no token to check against the body's project
+            require_secret(settings, request)
+        raw = await body_of(request)
+        return await run_in_threadpool(handle_event, request, raw)  # Redis calls stay off the event loop
 
     @app.get("/metrics")
     def prometheus() -> Response:
@@ -199,20 +231,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             metrics.queue_depth.set(queue.count)
             metrics.failed_jobs.set(FailedJobRegistry(queue=queue).count)
             for project in known_projects(redis):
-                current = store(project).current_version()
-                if current:
-                    metrics.model_version.labels(str(project)).set(int(current.lstrip("v")))
+                number = version_number(store(project).current_version())
+                if number is not None:
+                    metrics.model_version.labels(str(project)).set(number)
                 for kind in ("retrain", "rescore"):
                     last = store(project).info().get(f"last_{kind}")
-                    if isinstance(last, dict) and "duration_s" in last:
+                    if isinstance(last, dict) and isinstance(last.get("duration_s"), (int, float)):
                         metrics.last_round.labels(str(project), kind).set(last["duration_s"])
         except RedisError:
             pass  # metrics still answer with what the process knows
         metrics.model_loads._value.set(models.loads)  # noqa: SLF001 (mirror the cache's counter)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    # -- admin API ------------------------------------------------------------------------------------------
+    # -- admin API (synchronous handlers: FastAPI runs them in its thread pool, off the event loop) ---------
     admin = dict(dependencies=[Depends(secret)])
+
+    def audit(request: Request, project: int, action: str, **detail: Any) -> None:
+        record_audit(store(project), actor(request), action, detail)
 
     @app.get("/admin/strategies", **admin)
     def list_strategies() -> list[dict[str, Any]]:
@@ -224,75 +259,116 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return known_projects(redis)
 
     @app.get("/admin/projects/{project}/settings", **admin)
-    def get_project_settings(project: int) -> dict[str, Any]:
+    def get_project_settings(project: ProjectId) -> dict[str, Any]:
         return store(project).settings(settings.defaults).model_dump(mode="json")
 
-    @app.patch("/admin/projects/{project}/settings", **admin)
-    async def patch_project_settings(project: int, request: Request) -> dict[str, Any]:
-        body = await json_body(request)
-        try:
-            return update_settings(store(project), settings.defaults, body).model_dump(mode="json")
-        except InvalidSettingsError as exc:
-            raise HTTPException(422, str(exc)) from None
+    @app.patch("/admin/projects/{project}/settings", **admin,
+               openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+                   "schema": {"type": "object", "description": "settings fields to change"}}}}})
+    async def patch_project_settings(project: ProjectId, request: Request) -> dict[str, Any]:
+        body = await body_of(request)
 
-    @app.post("/admin/projects/{project}/strategy", **admin)
-    def post_strategy(project: int, body: StrategyBody) -> dict[str, Any]:
-        try:
-            new = set_strategy(store(project), settings.defaults, body.name, body.params)
-        except InvalidSettingsError as exc:
-            raise HTTPException(422, str(exc)) from None
-        out: dict[str, Any] = {"settings": new.model_dump(mode="json")}
-        if body.now:
-            out["job"] = trigger(redis, settings.queue, project, "rescore", "strategy changed",
-                                 settings.job_timeout_s).job_id
-        return out
+        def apply() -> dict[str, Any]:
+            try:
+                new = update_settings(store(project), settings.defaults, body, settings.weights_dir)
+            except InvalidSettingsError as exc:
+                raise HTTPException(422, str(exc)) from None
+            audit(request, project, "settings", changed=body)
+            return new.model_dump(mode="json")
+
+        return await run_in_threadpool(apply)
+
+    @app.post("/admin/projects/{project}/strategy", **admin, openapi_extra=body_schema(StrategyBody))
+    async def post_strategy(project: ProjectId, request: Request) -> dict[str, Any]:
+        body = parse(StrategyBody, await body_of(request))
+
+        def apply() -> dict[str, Any]:
+            try:
+                new = set_strategy(store(project), settings.defaults, body.name, body.params, settings.weights_dir)
+            except InvalidSettingsError as exc:
+                raise HTTPException(422, str(exc)) from None
+            audit(request, project, "strategy", name=body.name, params=body.params, now=body.now)
+            out: dict[str, Any] = {"settings": new.model_dump(mode="json")}
+            if body.now:
+                out["job"] = trigger(redis, settings.queue, project, "rescore", "strategy changed",
+                                     settings.job_timeout_s).job_id
+            return out
+
+        return await run_in_threadpool(apply)
 
     @app.post("/admin/projects/{project}/train", **admin)
-    def post_train(project: int) -> dict[str, Any]:
+    def post_train(project: ProjectId, request: Request) -> dict[str, Any]:
         job = trigger(redis, settings.queue, project, "retrain", "admin", settings.job_timeout_s)
+        audit(request, project, "train", job=job.job_id)
         return {"job": job.job_id, "created": job.created}
 
     @app.post("/admin/projects/{project}/rescore", **admin)
-    def post_rescore(project: int) -> dict[str, Any]:
+    def post_rescore(project: ProjectId, request: Request) -> dict[str, Any]:
         job = trigger(redis, settings.queue, project, "rescore", "admin", settings.job_timeout_s)
+        audit(request, project, "rescore", job=job.job_id)
         return {"job": job.job_id, "created": job.created}
 
     @app.post("/admin/projects/{project}/reconcile", **admin)
-    def post_reconcile(project: int) -> dict[str, Any]:
+    def post_reconcile(project: ProjectId) -> dict[str, Any]:
         try:
             return reconcile_project(settings, redis, project)
+        except NoTokenError as exc:
+            raise HTTPException(409, str(exc)) from None
         except LabelStudioError as exc:
             raise HTTPException(502, str(exc)) from None
 
     @app.get("/admin/projects/{project}/learning-curve.png", **admin)
-    def get_learning_curve(project: int) -> Response:
+    def get_learning_curve(project: ProjectId) -> Response:
         return Response(learning_curve_png(project, store(project).versions()), media_type="image/png")
 
     @app.get("/admin/projects/{project}/versions", **admin)
-    def get_versions(project: int) -> dict[str, Any]:
+    def get_versions(project: ProjectId) -> dict[str, Any]:
         s = store(project)
         return {"current": s.current_version(), "versions": s.versions(), "publications": s.publications()}
 
-    @app.post("/admin/projects/{project}/rollback", **admin)
-    def post_rollback(project: int, body: RollbackBody) -> dict[str, Any]:
-        try:
-            record = rollback(store(project), body.version)
-        except KeyError as exc:
-            raise HTTPException(404, exc.args[0]) from None
-        job = trigger(redis, settings.queue, project, "rescore", f"rollback to {body.version}", settings.job_timeout_s)
-        return {"current": record["version"], "job": job.job_id}
+    @app.post("/admin/projects/{project}/rollback", **admin, openapi_extra=body_schema(RollbackBody))
+    async def post_rollback(project: ProjectId, request: Request) -> dict[str, Any]:
+        body = parse(RollbackBody, await body_of(request))
+
+        def apply() -> dict[str, Any]:
+            try:
+                record = rollback(store(project), body.version)
+            except KeyError as exc:
+                raise HTTPException(404, exc.args[0]) from None
+            job = trigger(redis, settings.queue, project, "rescore", f"rollback to {body.version}",
+                          settings.job_timeout_s)
+            audit(request, project, "rollback", version=body.version, job=job.job_id)
+            return {"current": record["version"], "job": job.job_id}
+
+        return await run_in_threadpool(apply)
 
     @app.get("/admin/projects/{project}/status", **admin)
-    def get_status(project: int) -> dict[str, Any]:
+    def get_status(project: ProjectId) -> dict[str, Any]:
         return status(redis, store(project), settings.defaults, settings.queue)
 
+    @app.get("/admin/projects/{project}/audit", **admin)
+    def get_audit(project: ProjectId, limit: int = 100) -> list[dict[str, Any]]:
+        if not 1 <= limit <= 1000:
+            raise HTTPException(422, "limit must be between 1 and 1000")
+        return store(project).audit_log(limit)
+
     @app.get("/admin/projects/{project}/ranking", **admin)
-    def get_ranking(project: int, limit: int = 20) -> dict[str, Any]:
+    def get_ranking(project: ProjectId, limit: int = 20) -> dict[str, Any]:
         if not 1 <= limit <= 10_000:
             raise HTTPException(422, "limit must be between 1 and 10000")
         s = store(project)
         return {"published": s.published(), "head": s.ranking_head(limit)}
 
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_body_schemas(get_openapi(title=app.title, version=app.version,
+                                                              description=app.description, routes=app.routes))
+        return app.openapi_schema
+
+    app.openapi = openapi
     _ROUTES = {r.path for r in app.routes}
     return app
 
+
+def _redis_down(exc: RedisError) -> JSONResponse:
+    return JSONResponse({"detail": f"Redis unavailable ({type(exc).__name__}); retry later"}, 503, {"Retry-After": "5"})

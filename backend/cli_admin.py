@@ -5,7 +5,9 @@ They run the same code as the admin HTTP API (backend.admin) against the same Re
 
 from __future__ import annotations
 
+import getpass
 import json
+import socket
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -24,6 +26,15 @@ console = Console()
 Project = Annotated[int, typer.Option("--project", "-p", min=1, help="Label Studio project id")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
 strategy_app = typer.Typer(help="Show or switch a project's acquisition strategy.", no_args_is_help=True)
+
+
+def _actor() -> str:
+    """Who runs this CLI, for the audit record."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "?"
+    return f"lsal CLI as {user}@{socket.gethostname()}"
 
 
 def _fail(message: str) -> typer.Exit:
@@ -73,9 +84,10 @@ def strategy_set(ctx: typer.Context, name: Annotated[str, typer.Argument(help="s
         raise _fail(str(exc)) from None
     redis, store = _store(project)
     try:
-        new = admin.set_strategy(store, get_settings().defaults, name, params)
+        new = admin.set_strategy(store, get_settings().defaults, name, params, get_settings().weights_dir)
     except InvalidSettingsError as exc:
         raise _fail(str(exc)) from None
+    admin.record_audit(store, _actor(), "strategy", {"name": name, "params": params, "now": now})
     console.print(f"project {project}: strategy {new.strategy.name} {json.dumps(new.strategy.params)}, "
                   f"model {new.model.name} {json.dumps(new.model.params)}")
     if now:
@@ -111,16 +123,18 @@ def settings_cmd(project: Project,
             except ValueError:
                 patch[key.strip().replace("-", "_")] = value
         try:
-            admin.update_settings(store, defaults, patch)
+            admin.update_settings(store, defaults, patch, get_settings().weights_dir)
         except InvalidSettingsError as exc:
             raise _fail(str(exc)) from None
+        admin.record_audit(store, _actor(), "settings", {"changed": patch})
     console.print_json(store.settings(defaults).model_dump_json())
 
 
 def _trigger(project: int, kind: str) -> None:
-    redis, _ = _store(project)
+    redis, store = _store(project)
     s = get_settings()
     job = admin.trigger(redis, s.queue, project, kind, "cli", s.job_timeout_s)
+    admin.record_audit(store, _actor(), kind, {"job": job.job_id})
     console.print(f"{kind} job {job.job_id} ({'queued' if job.created else 'already pending: coalesced'})")
 
 
@@ -158,6 +172,7 @@ def rollback_cmd(project: Project, version: Annotated[str, typer.Argument(help="
         admin.rollback(store, version)
     except KeyError as exc:
         raise _fail(exc.args[0]) from None
+    admin.record_audit(store, _actor(), "rollback", {"version": version})
     console.print(f"project {project} now serves {version}")
     _trigger(project, "rescore")
 
@@ -195,6 +210,9 @@ def status_cmd(project: Project, as_json: AsJson = False) -> None:
         versions(project)
     if st["skipped"]:
         console.print(f"{len(st['skipped'])} task(s) skipped, e.g. {st['skipped'][:3]}")
+    for record in st.get("audit") or []:
+        console.print(f"changed {_when(record.get('at'))}: {record.get('action')} by {record.get('actor')} "
+                      f"{json.dumps(record.get('detail'), default=str)[:200]}", highlight=False, markup=False)
 
 
 def reconcile_cmd(project: Annotated[int | None, typer.Option("--project", "-p", min=1,
@@ -261,6 +279,9 @@ def doctor() -> None:
         checks.append(("model dir", False, f"{s.model_dir}: {exc}"))
     checks.append(("secret", s.secret is not None, "LSAL_SECRET is set" if s.secret else
                    "LSAL_SECRET is not set: /webhook and /admin refuse every call"))
+    checks.append(("webhook URL", True, f"{s.public_url}/webhook (LSAL_PUBLIC_URL)" if s.public_url else
+                   "LSAL_PUBLIC_URL is not set: webhooks go to the ML backend URL connected in each project "
+                   "(set it when a project has several ML backends)"))
     table = Table("check", "ok", "detail")
     for name, ok, detail in checks:
         table.add_row(name, "[green]yes[/green]" if ok else "[red]NO[/red]", detail)

@@ -70,8 +70,10 @@ def serve(host: Annotated[str, typer.Option(help="interface to listen on")] = "0
     """Run the ML backend (Label Studio connects to it in Settings -> Model)."""
     import uvicorn
 
+    from backend.serving import serve_options
+
     uvicorn.run("backend.asgi:app", host=host, port=port, workers=workers, log_level=log_level,
-                proxy_headers=True)
+                proxy_headers=True, **serve_options(get_settings()))
 
 
 def worker(worker_kind: Annotated[str, typer.Option("--class", help="auto, fork or simple")] = "auto",

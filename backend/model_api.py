@@ -74,7 +74,6 @@ class ActiveLearningModel(LabelStudioModel):
                 parse_target(self.label_config)
             except UnsupportedConfigError as exc:
                 raise HTTPException(422, str(exc)) from None
-        self.services.redis.sadd("lsal:projects", self.project_id)
         return self.model_version
 
     def predict(self, tasks: list[dict[str, Any]], context: dict[str, Any] | None = None,

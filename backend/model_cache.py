@@ -5,12 +5,23 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from plugins.models.artifact import Artifact, load_artifact
+from backend.store import version_number
+from plugins.models.artifact import Artifact, ArtifactError, load_artifact
+
+
+def project_dir(model_dir: Path, project: int) -> Path:
+    """The folder of `project`'s artifacts."""
+    if isinstance(project, bool) or not isinstance(project, int) or project < 1:
+        raise ValueError(f"invalid project id {project!r}")
+    return Path(model_dir) / f"project-{project}"
 
 
 def artifact_path(model_dir: Path, project: int, version: str) -> Path:
-    """Where version `version` of `project` is stored."""
-    return Path(model_dir) / f"project-{project}" / f"{version}.pt"
+    """Where version `version` of `project` is stored; ValueError for a name that is not v<number> (a name
+    read from Redis never reaches the filesystem unchecked)."""
+    if version_number(version) is None:
+        raise ValueError(f"invalid model version name {str(version)[:40]!r}: names are v<number>")
+    return project_dir(model_dir, project) / f"{version}.pt"
 
 
 class ModelCache:
@@ -39,7 +50,11 @@ class ModelCache:
                 held = self._loaded.get(project)
                 if held is not None and held[0] == version:
                     return held[1]
-            artifact = load_artifact(artifact_path(self.model_dir, project, version))
+            try:
+                path = artifact_path(self.model_dir, project, version)
+            except ValueError as exc:
+                raise ArtifactError(str(exc)) from None
+            artifact = load_artifact(path)
             with self._lock:
                 self._loaded[project] = (version, artifact)
                 self.loads += 1

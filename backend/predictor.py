@@ -91,7 +91,8 @@ class Predictor:
             raise HTTPException(409, f"the labeling config's choices {list(target.labels)} differ from those "
                                      f"model {version} was trained on {artifact.label_map}; retrain first")
         items = [(i, (t.get("data") or {}).get(target.value_key)) for i, t in enumerate(tasks)]
-        ok, images, skipped = self.fetcher(project).load_many(items, pset.image_size, pset.channels)
+        ok, images, skipped = self.fetcher(project).load_many(items, pset.image_size, pset.channels,
+                                                              pixel_budget=self.settings.request_max_pixels)
         probs = artifact.model.predict_proba(images) if len(ok) else np.zeros((0, len(artifact.label_map)))
         by_index = {i: p for i, p in zip(ok, probs)}
         reasons = {s.task: f"{s.reason}: {s.detail}" for s in skipped}

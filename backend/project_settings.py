@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from plugins.device import MAX_SEED
 from plugins.models import MODELS, build_model
+from plugins.models.networks import TORCHVISION_CACHE
 from plugins.registry import UnknownPluginError
 from plugins.strategies import STRATEGIES, InvalidParamsError, Strategy, StrategyError, StrategySpec, strategy_for
 
@@ -28,20 +31,20 @@ class ProjectSettings(BaseModel):
     strategy: StrategySpec = Field(default_factory=lambda: StrategySpec(name="badge"))
     model: ModelSpec = Field(default_factory=ModelSpec)
     batch_size: int = Field(10, ge=1, le=100_000, description="tasks a batch strategy picks jointly per round")
-    retrain_every: int = Field(10, ge=1, description="retrain after this many annotation changes")
-    min_labels: int = Field(10, ge=2, description="labeled tasks needed before the first training")
+    retrain_every: int = Field(10, ge=1, le=1_000_000, description="retrain after this many annotation changes")
+    min_labels: int = Field(10, ge=2, le=1_000_000, description="labeled tasks needed before the first training")
     image_size: int = Field(32, ge=4, le=1024, description="images are decoded and resized to this square size")
     channels: Literal[1, 3] = Field(3, description="1: grayscale, 3: RGB")
     holdout_fraction: float = Field(0.2, ge=0.0, lt=0.9,
                                     description="part of the labeled set held out to measure each version")
     stream: bool = Field(True, description="score newly imported tasks at once with the current model")
     stream_threshold: float | None = Field(
-        None, ge=0.0, description="stream mode: tasks whose uncertainty is below this are held back "
+        None, ge=0.0, le=1e6, description="stream mode: tasks whose uncertainty is below this are held back "
                                   "(ranked last) until the next full rescore")
-    shard_size: int = Field(20_000, ge=10, description="a rescore of more unlabeled tasks than this is split "
+    shard_size: int = Field(20_000, ge=10, le=10_000_000, description="a rescore of more unlabeled tasks than this is split "
                                                       "into shard jobs that any free worker computes")
     keep_versions: int = Field(3, ge=1, le=100, description="prediction versions kept in Label Studio")
-    seed: int = Field(0, description="seed for training splits and the strategy's random choices")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for training splits and the strategy's random choices")
 
     def build_strategy(self) -> Strategy:
         """The project's strategy, with the project's batch size unless its params set one."""
@@ -59,12 +62,38 @@ class InvalidSettingsError(ValueError):
     """Settings an admin asked for that cannot work; the message says why and what is allowed."""
 
 
-def validate_settings(data: dict[str, Any] | ProjectSettings) -> ProjectSettings:
-    """A ProjectSettings whose strategy and model really build, or InvalidSettingsError saying why."""
+def confined_weights(settings: ProjectSettings, weights_dir: Path | None,
+                     current: ProjectSettings | None = None) -> ProjectSettings:
+    """The settings with a newly set `pretrained_path` resolved inside LSAL_WEIGHTS_DIR (InvalidSettingsError
+    when it points anywhere else): an admin names weight files, never arbitrary files of the host.
+    `pretrained_path` 'torchvision' (torch's own cache) and a path already in force stay as they are."""
+    path = settings.model.params.get("pretrained_path")
+    kept = current.model.params.get("pretrained_path") if current is not None else None
+    if path is None or path == TORCHVISION_CACHE or path == kept:
+        return settings
+    if weights_dir is None:
+        raise InvalidSettingsError("pretrained_path: set LSAL_WEIGHTS_DIR to the folder of weight files first; "
+                                   "a project may only name files inside it")
+    if not isinstance(path, str) or not path or "\x00" in path:
+        raise InvalidSettingsError("pretrained_path must be a file name inside LSAL_WEIGHTS_DIR")
+    root = Path(weights_dir).resolve()
+    resolved = (root / path).resolve()
+    if not resolved.is_relative_to(root) or not resolved.is_file():
+        raise InvalidSettingsError(f"pretrained_path {path!r} is not a file inside LSAL_WEIGHTS_DIR")
+    params = {**settings.model.params, "pretrained_path": str(resolved)}
+    return settings.model_copy(update={"model": ModelSpec(name=settings.model.name, params=params)})
+
+
+def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path | None = None,
+                      current: ProjectSettings | None = None) -> ProjectSettings:
+    """A ProjectSettings whose strategy and model really build, or InvalidSettingsError saying why; with
+    `weights_dir`, a changed pretrained_path is confined to it (confined_weights)."""
     try:
         settings = data if isinstance(data, ProjectSettings) else ProjectSettings.model_validate(data)
     except ValidationError as exc:
         raise InvalidSettingsError(_pydantic_message(exc)) from None
+    if weights_dir is not None or current is not None:
+        settings = confined_weights(settings, weights_dir, current)
     if settings.strategy.name not in STRATEGIES:
         raise InvalidSettingsError(f"unknown strategy {settings.strategy.name!r}; available: "
                                    f"{', '.join(STRATEGIES.names())}")

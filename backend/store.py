@@ -7,6 +7,7 @@ under MODEL_DIR, and Redis only records which versions exist and which one serve
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -16,6 +17,14 @@ from redis import Redis
 from backend.project_settings import ProjectSettings, validate_settings
 
 PROJECTS_KEY = "lsal:projects"
+AUDIT_KEEP = 1000  # audit records kept per project
+_VERSION = re.compile(r"v([1-9][0-9]{0,8})")
+
+
+def version_number(name: object) -> int | None:
+    """The number of a model version name ('v12' -> 12); None for anything else (never a path)."""
+    match = _VERSION.fullmatch(name) if isinstance(name, str) else None
+    return int(match.group(1)) if match else None
 
 
 def now() -> float:
@@ -118,23 +127,27 @@ class ProjectStore:
         pipe.execute()
 
     def versions(self) -> list[dict[str, Any]]:
-        """Every recorded version, oldest first."""
+        """Every recorded version, oldest first (records whose name is not v<number> are left out)."""
         records = [json.loads(v) for v in self.redis.hvals(self.key("versions"))]
-        return sorted(records, key=lambda r: int(r["version"].lstrip("v")))
+        records = [r for r in records if isinstance(r, dict) and version_number(r.get("version")) is not None]
+        return sorted(records, key=lambda r: version_number(r["version"]))
 
     def version(self, name: str) -> dict[str, Any] | None:
         """The record of version `name`, or None."""
+        if version_number(name) is None:
+            return None
         raw = self.redis.hget(self.key("versions"), name)
         return None if raw is None else json.loads(raw)
 
     def current_version(self) -> str | None:
-        """The model version that serves /predict and the next rescore."""
+        """The model version that serves /predict and the next rescore (None, also for a malformed name)."""
         raw = self.redis.get(self.key("current"))
-        return None if raw is None else raw.decode()
+        name = None if raw is None else raw.decode(errors="replace")
+        return name if version_number(name) is not None else None
 
     def set_current_version(self, name: str) -> None:
         """Serve version `name` (a rollback); KeyError when it was never recorded."""
-        if self.version(name) is None:
+        if version_number(name) is None or self.version(name) is None:
             raise KeyError(name)
         self.redis.set(self.key("current"), name)
 
@@ -187,6 +200,19 @@ class ProjectStore:
         return out
 
 
+    # -- audit ----------------------------------------------------------------------------------------
+    def audit(self, record: dict[str, Any]) -> None:
+        """Append an admin change ({'at', 'actor', 'action', 'detail'}) to the project's audit log."""
+        pipe = self.redis.pipeline()
+        pipe.rpush(self.key("audit"), json.dumps(record, default=str))
+        pipe.ltrim(self.key("audit"), -AUDIT_KEEP, -1)
+        pipe.execute()
+
+    def audit_log(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest `limit` audit records, oldest first."""
+        return [json.loads(v) for v in self.redis.lrange(self.key("audit"), -limit, -1)]
+
+
 def known_projects(redis: Redis) -> list[int]:
-    """Projects this service has seen (webhooks, settings or versions)."""
-    return sorted(int(p) for p in redis.smembers(PROJECTS_KEY))
+    """Projects this service knows: confirmed by Label Studio at /setup, or named by an authenticated call."""
+    return sorted(int(p) for p in redis.smembers(PROJECTS_KEY) if p.isdigit())

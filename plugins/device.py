@@ -5,6 +5,24 @@ from __future__ import annotations
 import torch
 
 
+DEVICE_TYPES = ("cpu", "cuda")
+MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
+
+
+def check_device_name(name: str | None) -> str | None:
+    """`name` if it names a device type we run on ('cpu', 'cuda', 'cuda:1'), else ValueError; whether that
+    device exists is checked where the work runs (a CPU backend validates settings for a GPU worker)."""
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"device {name!r} is not a device name; use 'cpu', 'cuda' or 'cuda:<index>'") from None
+    if device.type not in DEVICE_TYPES or (device.index is not None and device.index > 64):
+        raise ValueError(f"device {name!r}: lsal runs on {' or '.join(DEVICE_TYPES)}")
+    return name
+
+
 def pick_device(preferred: str | None = None) -> torch.device:
     """Return `preferred` if given, else CUDA when available, else the CPU."""
     if preferred:

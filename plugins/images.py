@@ -155,13 +155,45 @@ def _check_size(width: int, height: int, max_pixels: int, source: str) -> None:
                                                   f"the limit of {max_pixels}")
 
 
+# Images above this many pixels are shrunk while decoding when a target size is given (below it the exact
+# full-size path runs, so small images decode exactly as before).
+REDUCE_ABOVE_PIXELS = 1_000_000
+_REDUCIBLE = frozenset({"L", "LA", "RGB", "RGBA", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
+
+
+def header_pixels(data: bytes) -> int | None:
+    """Width x height from the image header (nothing decoded), None when Pillow cannot read the header."""
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            return int(im.width) * int(im.height)
+    except Exception:  # noqa: BLE001 (any unreadable header: decode_image reports why)
+        return None
+
+
+def _shrink_on_decode(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
+    """A large image reduced while decoding to no less than twice `target` (height, width): JPEG by DCT
+    scaling (draft), others by an integer box reduce; the caller's resize does the rest."""
+    if target is None or im.width * im.height <= REDUCE_ABOVE_PIXELS:
+        return im
+    height, width = 2 * target[0], 2 * target[1]
+    if im.format == "JPEG":
+        im.draft(im.mode, (width, height))  # decodes at 1/2, 1/4 or 1/8 scale, never below the size asked
+    factor = min(im.width // width, im.height // height)
+    if factor < 2 or im.mode not in _REDUCIBLE:
+        return im
+    im.load()
+    return im.reduce(factor)
+
+
 def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: Mode = "RGB",
-                 source: str = "<bytes>") -> np.ndarray:
+                 source: str = "<bytes>", target: tuple[int, int] | None = None) -> np.ndarray:
     """Decode image bytes to uint8 HxWx3 ("RGB") or HxW ("L"); raise ImageLoadError when unusable.
 
     The size in the header is checked against `max_pixels` before any pixel is decoded (Pillow's own
     decompression-bomb limit, Image.MAX_IMAGE_PIXELS, also applies). For formats only OpenCV reads the
-    check runs after decoding, under OpenCV's own limit of 2**30 pixels.
+    check runs after decoding, under OpenCV's own limit of 2**30 pixels. With `target` (height, width), an
+    image of more than REDUCE_ABOVE_PIXELS is shrunk while decoding to about twice that size, so a huge
+    image never exists in memory at full size as a float or RGB array.
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
@@ -188,11 +220,14 @@ def decode_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS, mode: Mod
             if raw is None:
                 raise ImageLoadError("corrupt", source, f"damaged 16-bit {im.format} data")
         else:
+            orientation = _orientation(im)
             try:
-                im.load()
-                raw = _pillow_array(im)
+                small = _shrink_on_decode(im, target)
+                small.load()
+                raw = _pillow_array(small)
             except Exception as exc:  # truncated streams raise OSError, broken chunks SyntaxError, ...
                 raise ImageLoadError("corrupt", source, f"damaged {im.format} data: {exc}") from None
+            return normalise(raw, orientation, mode, source)
         orientation = _orientation(im)
     return normalise(raw, orientation, mode, source)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from typing import Any
@@ -13,7 +12,8 @@ from sklearn.metrics import accuracy_score, f1_score
 from backend.curves import learning_curve_png
 from backend.label_config import parse_target
 from backend.labeled_set import split_tasks
-from backend.model_cache import artifact_path
+from backend.model_cache import artifact_path, project_dir
+from backend.store import version_number
 from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.models import build_model
 from plugins.models.artifact import ArtifactError, save_artifact
@@ -74,8 +74,8 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         fit_metrics = model.fit(x, y, progress=on_progress) or {}
     metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
     store = ctx.store
-    newest_on_disk = max((int(m.group(1)) for p in artifact_path(ctx.settings.model_dir, ctx.project, "v0").parent
-                          .glob("v*.pt") if (m := re.fullmatch(r"v(\d+)\.pt", p.name))), default=0)
+    newest_on_disk = max((number for p in project_dir(ctx.settings.model_dir, ctx.project).glob("v*.pt")
+                          if (number := version_number(p.stem)) is not None), default=0)
     version = store.next_version(at_least=newest_on_disk + 1)
     path = artifact_path(ctx.settings.model_dir, ctx.project, version)
     counts = Counter(label_of[t] for t in ids)

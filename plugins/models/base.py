@@ -7,8 +7,9 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from plugins.device import MAX_SEED
 from plugins.strategies import Input, InvalidParamsError, PoolInputs
 
 Progress = Callable[[dict[str, Any]], None]
@@ -21,7 +22,7 @@ class ModelParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialisation, sampling and resampling")
 
 
 class ModelPlugin(ABC):

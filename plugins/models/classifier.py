@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
 import torch
 import torchvision
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
-from plugins.device import pick_device
+from plugins.device import check_device_name, pick_device
 from plugins.models import MODELS
 from plugins.models.base import Augment, ModelParams, ModelPlugin, Progress
 from plugins.models.learning_loss import LossHeadConfig, LossPredictionModule, feature_dims
@@ -52,7 +52,8 @@ class ClassifierParams(ModelParams):
     train: TrainConfig = Field(default_factory=TrainConfig, description="training-loop settings")
     warm_start: bool = Field(True, description="fit continues from the current weights when there are any")
     eval_batch_size: int = Field(256, ge=1, le=65_536, description="items per batch of a prediction pass")
-    device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1'; default: CUDA when present")
+    device: Annotated[str | None, AfterValidator(check_device_name)] = Field(
+        None, description="'cpu', 'cuda', 'cuda:1'; default: CUDA when present")
 
     @field_validator("arch")
     @classmethod

@@ -74,8 +74,8 @@ class LogisticModel(ModelPlugin):
 
     class Params(ModelParams):
         c: float = Field(1.0, gt=0, description="inverse L2 regularisation strength")
-        committee: int = Field(8, ge=1, description="bootstrap members for samples (QBC / BALD)")
-        max_iter: int = Field(300, ge=1, description="solver iterations")
+        committee: int = Field(8, ge=1, le=100, description="bootstrap members for samples (QBC / BALD)")
+        max_iter: int = Field(300, ge=1, le=100_000, description="solver iterations")
 
     provides = frozenset({Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.LABELED_EMBEDDINGS,
                           Input.LABELED_LABELS, Input.HEAD})

@@ -8,13 +8,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
-from plugins.device import pick_device
+from plugins.device import MAX_SEED, check_device_name, pick_device
 from plugins.strategies._kernels import chunks
 from plugins.strategies.errors import InvalidInputError, InvalidParamsError, MissingInputError
 
@@ -274,8 +274,9 @@ class StrategyParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    seed: int = Field(0, description="seed for every random choice the strategy makes")
-    device: str | None = Field(None, description="'cpu', 'cuda', 'cuda:1'; default: CUDA when present")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for every random choice the strategy makes")
+    device: Annotated[str | None, AfterValidator(check_device_name)] = Field(
+        None, description="'cpu', 'cuda', 'cuda:1'; default: CUDA when present")
     dtype: Literal["float32", "float64"] = Field("float32", description="compute precision")
     memory_mb: int = Field(256, gt=0, description="working-memory bound for chunked steps, in MiB")
 

@@ -70,13 +70,18 @@ def _mkdir(path):
     return path
 
 
-def test_setup_answers_a_string_model_version_and_refuses_configs_it_cannot_serve(client):
-    ok = client.post("/setup", json={"project": "3.1700000000", "schema": CONFIG})
-    assert ok.status_code == 200 and ok.json() == {"model_version": "lsal-untrained"}
+def test_setup_checks_the_config_first_and_changes_nothing_label_studio_did_not_confirm(client):
+    # (a confirmed /setup answering 200 with a string model version is checked against a real Label Studio
+    # in tests/e2e/test_security.py)
     text = '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
     bad = client.post("/setup", json={"project": "3.1700000000", "schema": text})
     assert bad.status_code == 422 and "image classification" in bad.json()["detail"]
     assert client.post("/setup", json={"schema": CONFIG}).status_code == 400
+    # no token at all (no LABEL_STUDIO_API_KEY, none delivered): nothing to confirm the project with
+    refused = client.post("/setup", json={"project": "3.1700000000", "schema": CONFIG})
+    assert refused.status_code == 403 and "LABEL_STUDIO_API_KEY" in refused.json()["detail"]
+    redis = client.app.state.redis
+    assert not redis.smembers("lsal:projects") and not redis.keys("lsal:p:3:*")
 
 
 def test_predict_before_any_training_returns_no_results(client):
