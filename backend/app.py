@@ -24,28 +24,26 @@ from rq.registry import FailedJobRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from backend.admin import record_audit, rollback, set_strategy, status, trigger, update_settings
+from core.admin import record_audit, rollback, set_strategy, status, trigger, update_settings
 from backend.auth import (
     OPEN_PATHS,
     SELF_AUTHENTICATED,
-    WEBHOOK_TOKEN_HEADER,
     actor,
     basic_auth_ok,
     has_secret,
     require_secret,
     require_webhook_auth,
-    webhook_outdated,
-    webhook_token,
 )
-from backend.config import Settings, get_settings
-from backend.credentials import ProjectConfirmer, SetupRefused, remember_token
-from backend.curves import learning_curve_png
-from backend.ls_client import LabelStudioError, NoTokenError
+from core.tokens import WEBHOOK_TOKEN_HEADER, webhook_outdated, webhook_token
+from core.config import Settings, get_settings
+from core.credentials import ProjectConfirmer, SetupRefused, remember_token
+from core.curves import learning_curve_png
+from core.ls_client import LabelStudioError, NoTokenError
 from backend.metrics import Metrics
 from backend.model_api import LabelStudioModel, Services, load_model_class
-from backend.model_cache import ModelCache
+from core.model_cache import ModelCache
 from backend.predictor import Predictor
-from backend.project_settings import InvalidSettingsError, strategy_param_help
+from core.project_settings import InvalidSettingsError, strategy_param_help
 from backend.protocol import (
     MAX_PROJECT_ID,
     PredictRequest,
@@ -59,9 +57,9 @@ from backend.protocol import (
     parse,
     project_id,
 )
-from backend.queueing import enqueue, queue_for
-from backend.reconciler import Reconciler, reconcile_project
-from backend.store import PROJECTS_KEY, ProjectStore, known_projects, version_number
+from core.queueing import enqueue, queue_for
+from core.reconciler import Reconciler, reconcile_project
+from core.store import PROJECTS_KEY, ProjectStore, known_projects, version_number
 from plugins.strategies import STRATEGIES
 
 log = logging.getLogger("lsal.backend")

@@ -9,43 +9,17 @@ project, which lets its holder send that project's events and nothing else.
 from __future__ import annotations
 
 import base64
-import hashlib
 import hmac
-from functools import lru_cache
-from typing import Any
 
 from fastapi import HTTPException, Request
 
-from backend.config import Settings
+from core.config import Settings
+from core.tokens import SECRET_HEADER, WEBHOOK_TOKEN_HEADER, webhook_token
 
-SECRET_HEADER = "X-LSAL-Secret"
-WEBHOOK_TOKEN_HEADER = "X-LSAL-Webhook-Token"
 OPEN_PATHS = frozenset({"/health"})
 # routes that check their own credentials (the secret or a project's webhook token) in every auth mode, so
 # the webhooks the worker registers are accepted whether or not BASIC_AUTH_USER/PASS are set
 SELF_AUTHENTICATED = frozenset({"/webhook"})
-
-
-def webhook_token(secret: str, project: int) -> str:
-    """The token that authenticates project `project`'s webhook events (an HMAC of the secret)."""
-    return hmac.new(secret.encode(), f"lsal-webhook:{int(project)}".encode(), hashlib.sha256).hexdigest()[:40]
-
-
-@lru_cache(maxsize=4)
-def secret_tag(secret: str | None) -> str | None:
-    """A one-way tag of the secret (slow PBKDF2), stored beside the webhook it was registered with so that a
-    rotated LSAL_SECRET is noticed without the secret itself ever being stored."""
-    if not secret:
-        return None
-    return hashlib.pbkdf2_hmac("sha256", secret.encode(), b"lsal-webhook-secret", 200_000, dklen=12).hex()
-
-
-def webhook_outdated(info: dict[str, Any], url: str | None, token: str | None) -> bool:
-    """Whether the project's registered webhook (per the store's info) is not `url` (any URL when None)
-    with this token."""
-    registered = info.get("webhook_url")
-    return not registered or (url is not None and registered != url) or \
-        info.get("webhook_secret_tag") != secret_tag(token)
 
 
 def _equal(given: str | None, expected: str | None) -> bool:

@@ -15,14 +15,14 @@ from typing import Any
 from fastapi import HTTPException
 from redis import Redis
 
-from backend.admin import retrain_due
-from backend.config import Settings
-from backend.label_config import UnsupportedConfigError, parse_target
-from backend.ls_client import ANNOTATION_ACTIONS
+from core.admin import retrain_due
+from core.config import Settings
+from core.label_config import UnsupportedConfigError, parse_target
+from core.ls_client import ANNOTATION_ACTIONS
 from backend.metrics import Metrics
 from backend.predictor import UNTRAINED, Predictor
-from backend.queueing import Enqueued, enqueue
-from backend.store import ProjectStore
+from core.queueing import Enqueued, enqueue
+from core.store import ProjectStore
 
 
 @dataclass

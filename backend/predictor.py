@@ -9,15 +9,15 @@ from fastapi import HTTPException
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backend.config import Settings
-from backend.image_fetch import ImageFetcher
-from backend.label_config import UnsupportedConfigError, parse_target
-from backend.credentials import client_for
-from backend.ls_client import LabelStudioClient, LabelStudioError
+from core.config import Settings
+from core.image_fetch import ImageFetcher
+from core.label_config import UnsupportedConfigError, parse_target
+from core.credentials import client_for
+from core.ls_client import LabelStudioClient, LabelStudioError
 from backend.metrics import Metrics
-from backend.model_cache import ModelCache
-from backend.project_settings import ProjectSettings
-from backend.store import ProjectStore
+from core.model_cache import ModelCache
+from core.project_settings import ProjectSettings
+from core.store import ProjectStore
 from plugins.models.artifact import ArtifactError
 
 UNTRAINED = "lsal-untrained"

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.stack import Stops
+from stack.processes import Stops
 
 T0 = time.monotonic()
 

@@ -49,8 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _harness import BenchError, Stops, pct, run_main, say, table
-from backend.demo import LABEL_CONFIG, prepare_digits
-from backend.stack import ManagedProcess, free_port, lsal_command, lsal_env, redis_process, wait_for_redis
+from stack.demo import LABEL_CONFIG, prepare_digits
+from stack.processes import ManagedProcess, free_port, lsal_command, lsal_env, redis_process, wait_for_redis
 
 PROJECT = 1
 TASKS_PER_REQUEST = 8
@@ -212,10 +212,10 @@ def model_loads(url: str) -> float:
 def reference(settings, redis, artifact_path: Path, bodies: list[bytes], seconds: float) -> dict[str, dict[str, float]]:
     """ms per request, one at a time, for the naive and the service path (model step alone, for the served
     logistic model and for the default cnn plugin, and the whole request)."""
-    from backend.image_fetch import ImageFetcher
-    from backend.model_cache import ModelCache
+    from core.image_fetch import ImageFetcher
+    from core.model_cache import ModelCache
     from backend.predictor import Predictor
-    from backend.store import ProjectStore
+    from core.store import ProjectStore
     from plugins.models.artifact import load_artifact
 
     requests = [json.loads(b) for b in bodies]
@@ -290,9 +290,9 @@ def reference(settings, redis, artifact_path: Path, bodies: list[bytes], seconds
 def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     from redis import Redis
 
-    from backend.config import Settings
-    from backend.project_settings import ProjectSettings
-    from backend.store import ProjectStore
+    from core.config import Settings
+    from core.project_settings import ProjectSettings
+    from core.store import ProjectStore
     from plugins.models import build_model
     from plugins.models.artifact import save_artifact
 

@@ -33,11 +33,11 @@ from PIL import Image  # noqa: E402
 from redis import Redis  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
-from backend.artifact_store import LocalArtifactStore  # noqa: E402
-from backend.project_settings import ProjectSettings  # noqa: E402
-from backend.queueing import queue_for  # noqa: E402
-from backend.stack import ManagedProcess, free_port, lsal_command, redis_process, wait_for_redis  # noqa: E402
-from backend.store import ProjectStore  # noqa: E402
+from core.artifact_store import LocalArtifactStore  # noqa: E402
+from core.project_settings import ProjectSettings  # noqa: E402
+from core.queueing import queue_for  # noqa: E402
+from stack.processes import ManagedProcess, free_port, lsal_command, redis_process, wait_for_redis  # noqa: E402
+from core.store import ProjectStore  # noqa: E402
 from plugins.models import build_model  # noqa: E402
 from plugins.models.artifact import save_artifact  # noqa: E402
 from plugins.strategies import build_strategy  # noqa: E402

@@ -44,9 +44,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _harness import T0, BenchError, Stops, pct, run_main, say, table
-from backend.demo import LABEL_CONFIG, ImageServer, prepare_digits
-from backend.queueing import fetch_job, pending_key, queue_for
-from backend.stack import (
+from stack.demo import LABEL_CONFIG, ImageServer, prepare_digits
+from core.queueing import fetch_job, pending_key, queue_for
+from stack.processes import (
     DEFAULT_LS_BIN,
     LabelStudioServer,
     ManagedProcess,

@@ -41,6 +41,9 @@ RUN set -eux; \
         > /tmp/requirements.txt; \
     pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 COPY backend ./backend
+COPY core ./core
+COPY cli ./cli
+COPY stack ./stack
 COPY plugins ./plugins
 COPY worker ./worker
 RUN set -eux; \

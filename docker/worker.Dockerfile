@@ -40,6 +40,9 @@ RUN set -eux; \
         > /tmp/requirements.txt; \
     pip install -c /tmp/constraints.txt -r /tmp/requirements.txt
 COPY backend ./backend
+COPY core ./core
+COPY cli ./cli
+COPY stack ./stack
 COPY plugins ./plugins
 COPY worker ./worker
 COPY docker/worker_healthcheck.py /opt/lsal/worker_healthcheck.py

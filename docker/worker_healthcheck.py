@@ -21,7 +21,7 @@ DEFAULT_REDIS_URL = "redis://localhost:6379/0"
 
 
 def redis_url(env: Mapping[str, str] = os.environ) -> str:
-    """REDIS_URL, else LSAL_REDIS_URL, else the default: the same as backend.config.Settings.redis_url."""
+    """REDIS_URL, else LSAL_REDIS_URL, else the default: the same as core.config.Settings.redis_url."""
     lowered = {k.lower(): v for k, v in env.items()}  # pydantic-settings reads names case-insensitively
     for name in ("redis_url", "lsal_redis_url"):
         if name in lowered:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
+from plugins.specs import MAX_SEED  # noqa: F401  (re-exported: seeds and devices are checked together)
+
 DEVICE_TYPES = ("cpu", "cuda")
-MAX_SEED = 2**32 - 1  # numpy's and torch's seeds both take it
 
 
 def check_device_name(name: str | None) -> str | None:

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from backend.cli import app
+from cli.main import app
 from plugins.simulation import read_csv
 from plugins.strategies import STRATEGIES
 

@@ -3,7 +3,7 @@
 The compose file parses and points at files that exist; the Dockerfiles copy files that exist (and that
 their .dockerignore lets through), run as a non-root user with a health check, and start commands the real
 `lsal` CLI accepts; no secret is baked into an image or written into compose.yaml; every variable the
-backend and worker get is a setting of backend.config.Settings and is documented in docker/.env.example;
+backend and worker get is a setting of core.config.Settings and is documented in docker/.env.example;
 the worker's health check script works against a real Redis.
 """
 
@@ -137,10 +137,10 @@ def env_example() -> dict[str, tuple[str, bool]]:
 
 
 def settings_aliases() -> dict[str, list[str]]:
-    """Field name -> the environment variable names backend.config.Settings reads for it."""
+    """Field name -> the environment variable names core.config.Settings reads for it."""
     from pydantic import AliasChoices, AliasPath
 
-    from backend.config import Settings
+    from core.config import Settings
 
     fields: dict[str, list[str]] = {}
     for name, field in Settings.model_fields.items():
@@ -244,7 +244,7 @@ def test_backend_and_worker_get_only_settings_that_exist_and_all_of_them() -> No
     assert envs["backend"] == envs["worker"], "the backend and the worker must read the same settings"
     for key in envs["backend"]:
         assert key in aliases or key.startswith("LSAL_DEFAULTS__"), \
-            f"{key} is passed to the backend/worker but backend.config.Settings reads no such variable"
+            f"{key} is passed to the backend/worker but core.config.Settings reads no such variable"
     missing = [names[0] for names in fields.values() if not set(names) & set(envs["backend"])]
     assert not missing, f"settings compose.yaml does not pass to the backend and worker: {missing}"
     assert envs["backend"]["LABEL_STUDIO_URL"].endswith("http://label-studio:8080}")
@@ -356,15 +356,15 @@ def test_dockerfile_bakes_in_no_secret(name: str) -> None:
 
 def test_console_script_is_lsal() -> None:
     scripts = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["lsal"] == "backend.cli:app"
+    assert scripts["lsal"] == "cli.main:app"
 
 
 def test_cli_accepts_the_images_commands(monkeypatch: pytest.MonkeyPatch) -> None:
     import uvicorn
     from typer.testing import CliRunner
 
-    import backend.cli_service
-    from backend.cli import app
+    import cli.service
+    from cli.main import app
 
     runner = CliRunner()
     for command in COMMANDS.values():
@@ -378,7 +378,7 @@ def test_cli_accepts_the_images_commands(monkeypatch: pytest.MonkeyPatch) -> Non
     assert served["target"] == "backend.asgi:app" and served["host"] == "0.0.0.0" and served["port"] == 9090
 
     worked: dict[str, Any] = {}
-    monkeypatch.setattr(backend.cli_service, "run_worker",
+    monkeypatch.setattr(cli.service, "run_worker",
                         lambda settings, kind, **kw: worked.update(kind=kind, **kw) or True)
     result = runner.invoke(app, COMMANDS["worker"][1:])
     assert result.exit_code == 0, result.output
@@ -401,7 +401,7 @@ def _healthcheck_module():
                                  {"REDIS_URL": "redis://a:1/0", "LSAL_REDIS_URL": "redis://b:2/1"},
                                  {"redis_url": "redis://c:3/2"}])
 def test_healthcheck_reads_redis_url_as_settings_do(env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
-    from backend.config import Settings
+    from core.config import Settings
 
     for key in list(os.environ):
         if key.lower() in {"redis_url", "lsal_redis_url"}:

@@ -12,13 +12,13 @@ from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 
-from backend.config import Settings, get_settings
-from backend.credentials import client_for
-from backend.image_fetch import ImageFetcher
-from backend.ls_client import LabelStudioClient
-from backend.model_cache import ModelCache
-from backend.project_settings import ProjectSettings
-from backend.store import ProjectStore
+from core.config import Settings, get_settings
+from core.credentials import client_for
+from core.image_fetch import ImageFetcher
+from core.ls_client import LabelStudioClient
+from core.model_cache import ModelCache
+from core.project_settings import ProjectSettings
+from core.store import ProjectStore
 
 _CACHES: dict[str, ModelCache] = {}
 
@@ -82,4 +82,4 @@ class JobContext:
             self.timings[name] = round(time.perf_counter() - started, 3)
 
     def close(self) -> None:
-        """Nothing to release: Label Studio clients are shared per process (see backend.credentials)."""
+        """Nothing to release: Label Studio clients are shared per process (see core.credentials)."""

@@ -9,10 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from backend.auth import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
-from backend.ls_client import LabelStudioError
-from backend.label_config import parse_target
-from backend.queueing import enqueue, release_pending
+from core.tokens import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
+from core.ls_client import LabelStudioError
+from core.label_config import parse_target
+from core.queueing import enqueue, release_pending
 from worker.context import JobContext
 from worker.locking import project_lock
 from worker.publish import publish

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from redis import Redis
 from redis.exceptions import LockError, RedisError
 
-from backend.queueing import lock_key
+from core.queueing import lock_key
 
 
 class ProjectBusyError(RuntimeError):

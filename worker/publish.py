@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from backend.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
+from core.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
 from worker.context import JobContext
 from worker.score import Scored
 

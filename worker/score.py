@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.label_config import ClassificationTarget, parse_target
-from backend.labeled_set import split_tasks
+from core.label_config import ClassificationTarget, parse_target
+from core.labeled_set import split_tasks
 from plugins.models.artifact import Artifact
 from plugins.strategies import Input, Ranking, Strategy
 from worker.context import JobContext

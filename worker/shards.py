@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from rq import Retry
 
-from backend.artifact_store import ArtifactStore, open_store
-from backend.label_config import parse_target
-from backend.queueing import RETRY_INTERVALS_S, queue_for
+from core.artifact_store import ArtifactStore, open_store
+from core.label_config import parse_target
+from core.queueing import RETRY_INTERVALS_S, queue_for
 from plugins.models.artifact import Artifact
 from plugins.strategies import Input, PoolInputs, Ranking, ScoreStrategy, Strategy
 from plugins.strategies.base import descending_order
@@ -148,7 +148,7 @@ def merge_shards(project: int, version: str, run: str, count: int, strategy_spec
 
 def _extras(ctx: JobContext, strategy: Strategy, artifact: Artifact) -> PoolInputs | None:
     """The labeled set's embeddings and labels (loaded here: the labeled set is small) and the head."""
-    from backend.labeled_set import split_tasks
+    from core.labeled_set import split_tasks
 
     needs = _needs(strategy, artifact) & (LABELED_INPUTS | {Input.HEAD})
     if isinstance(strategy, ScoreStrategy) or not needs:

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
-from backend.curves import learning_curve_png
-from backend.label_config import parse_target
-from backend.labeled_set import split_tasks
-from backend.model_cache import artifact_path, project_dir
-from backend.store import version_number
+from core.curves import learning_curve_png
+from core.label_config import parse_target
+from core.labeled_set import split_tasks
+from core.model_cache import artifact_path, project_dir
+from core.store import version_number
 from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.models import build_model
 from plugins.models.artifact import ArtifactError, save_artifact

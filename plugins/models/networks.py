@@ -18,7 +18,7 @@ from plugins.strategies import InvalidParamsError
 SMALL_CNN = "small_cnn"
 SMALL_CNN_EMBED_DIM = 128
 # Value of `pretrained_path` that means "torchvision's own file for this architecture, in torch's cache".
-TORCHVISION_CACHE = "torchvision"
+from plugins.specs import TORCHVISION_CACHE  # noqa: E402,F401
 # Attributes that hold the final classifier in torchvision's classification models, in lookup order.
 _HEAD_ATTRIBUTES = ("fc", "classifier", "heads", "head")
 # Models whose training-mode forward returns auxiliary logits next to the main ones.

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
 from plugins.registry import Registry
+from plugins.specs import StrategySpec
 from plugins.strategies.base import Strategy
 from plugins.strategies.errors import InvalidParamsError, UnknownStrategyError
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
 register = STRATEGIES.register
-
-
-class StrategySpec(BaseModel):
-    """A strategy by name with its hyperparameters, as stored in a project's settings."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field(description="registered strategy name, e.g. 'badge'")
-    params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of that strategy")
 
 
 def build_strategy(spec: StrategySpec | dict[str, Any] | str, **params: Any) -> Strategy:

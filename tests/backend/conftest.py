@@ -8,8 +8,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.auth import SECRET_HEADER
-from backend.config import Settings
+from core.tokens import SECRET_HEADER
+from core.config import Settings
 
 SECRET = "s3cret-for-tests-only"
 

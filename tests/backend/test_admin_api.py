@@ -5,7 +5,7 @@ from __future__ import annotations
 from redis import Redis
 from rq import Queue
 
-from backend.store import ProjectStore
+from core.store import ProjectStore
 
 
 def test_settings_default_from_the_environment_and_patch_validates(client, auth, redis_url):

@@ -7,7 +7,7 @@ import base64
 from fastapi.testclient import TestClient
 
 from backend.app import create_app
-from backend.auth import SECRET_HEADER
+from core.tokens import SECRET_HEADER
 
 SECRET = "s3cret-for-tests-only"  # the same value the conftest's settings carry
 EVENT = {"action": "PROJECT_UPDATED", "project": {"id": 1}}
@@ -54,7 +54,7 @@ def test_secrets_never_appear_in_responses(client):
 
 
 def test_the_secret_tag_notices_a_rotation_without_revealing_the_secret() -> None:
-    from backend.auth import secret_tag, webhook_outdated
+    from core.tokens import secret_tag, webhook_outdated
 
     tag = secret_tag("first-secret-value")
     assert tag == secret_tag("first-secret-value") and len(tag) == 24

@@ -9,10 +9,10 @@ from redis import Redis
 from rq import Queue
 from typer.testing import CliRunner
 
-from backend.cli import app
-from backend.cli_admin import parse_extra
-from backend.config import get_settings
-from backend.store import ProjectStore
+from cli.main import app
+from cli.admin import parse_extra
+from core.config import get_settings
+from core.store import ProjectStore
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from backend.ls_client import LabelStudioClient, LabelStudioError
+from core.ls_client import LabelStudioClient, LabelStudioError
 
 
 class Flaky(http.server.BaseHTTPRequestHandler):

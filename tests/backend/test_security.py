@@ -28,14 +28,14 @@ from redis import Redis
 from rq import Queue
 
 from backend.app import create_app
-from backend.auth import WEBHOOK_TOKEN_HEADER, webhook_token
-from backend.credentials import client_for, credentials_key
-from backend.image_fetch import ImageFetcher, check_url
-from backend.model_cache import artifact_path
-from backend.project_settings import ProjectSettings
+from core.tokens import WEBHOOK_TOKEN_HEADER, webhook_token
+from core.credentials import client_for, credentials_key
+from core.image_fetch import ImageFetcher, check_url
+from core.model_cache import artifact_path
+from core.project_settings import ProjectSettings
 from backend.serving import serve_options
-from backend.stack import free_port
-from backend.store import ProjectStore
+from stack.processes import free_port
+from core.store import ProjectStore
 from plugins.images import ImageLoadError
 from plugins.models import build_model
 from plugins.models.artifact import save_artifact

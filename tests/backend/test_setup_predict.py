@@ -14,8 +14,8 @@ from redis import Redis
 from sklearn.datasets import load_digits
 
 from backend.app import create_app
-from backend.model_cache import artifact_path
-from backend.store import ProjectStore
+from core.model_cache import artifact_path
+from core.store import ProjectStore
 from plugins.models import build_model
 from plugins.models.artifact import save_artifact
 
@@ -50,7 +50,7 @@ def images(tmp_path):
 def served(settings_factory, redis_url, images, tmp_path):
     """An app whose project 5 serves a logistic model trained on 200 other digits."""
     base, _ = images
-    from backend.project_settings import ProjectSettings
+    from core.project_settings import ProjectSettings
 
     settings = settings_factory(image_hosts=[base.split("//")[1]], defaults=ProjectSettings(**DEFAULTS))
     digits = load_digits()
@@ -157,7 +157,7 @@ def test_with_redis_down_predict_keeps_answering_and_webhooks_get_503(served, im
 
 
 def test_images_over_the_size_cap_are_skipped_with_a_reason(settings_factory, redis_url, images, served):
-    from backend.project_settings import ProjectSettings
+    from core.project_settings import ProjectSettings
 
     base, _ = images
     small = settings_factory(image_hosts=[base.split("//")[1]], image_max_bytes=50,

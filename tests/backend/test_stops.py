@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 
-from backend.stack import Stops
+from stack.processes import Stops
 
 
 def test_stops_run_newest_first_a_failure_is_reported_and_the_rest_still_stop() -> None:

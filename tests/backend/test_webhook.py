@@ -7,8 +7,8 @@ import json
 from redis import Redis
 from rq import Queue
 
-from backend.queueing import pending_job, release_pending
-from backend.store import ProjectStore
+from core.queueing import pending_job, release_pending
+from core.store import ProjectStore
 
 
 def _annotation(project: int, task: int = 1) -> dict:

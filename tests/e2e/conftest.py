@@ -1,5 +1,5 @@
 """Fixtures for end-to-end tests against a real Label Studio (installed in `.ls-venv` by
-`.ci/setup-label-studio`), run by `backend.stack.LabelStudioServer` (the demo runs it the same way).
+`.ci/setup-label-studio`), run by `stack.processes.LabelStudioServer` (the demo runs it the same way).
 
 * `ls_template` (session): starts Label Studio once on an empty data dir, so the ~40 s of migrations and
   the creation of the admin user, its organization and its API token happen once; then stops it and keeps
@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 
-from backend.stack import DEFAULT_LS_BIN, LabelStudioServer, free_port
+from stack.processes import DEFAULT_LS_BIN, LabelStudioServer, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LS_BIN = DEFAULT_LS_BIN
@@ -229,7 +229,7 @@ class Stack:
     """A running backend and worker(s) for one Label Studio and Redis, with the steps tests repeat."""
 
     def __init__(self, ls: LabelStudio, env: dict[str, str], port: int, tmp_path: Path) -> None:
-        from backend.stack import ManagedProcess, lsal_command
+        from stack.processes import ManagedProcess, lsal_command
 
         self.ls, self.env, self.tmp_path = ls, env, tmp_path
         self.url = f"http://127.0.0.1:{port}"
@@ -380,7 +380,7 @@ class Stack:
         """Unlabeled task ids in the order the project's strategy gives when run directly on the artifact."""
         import numpy as np
 
-        from backend.project_settings import ProjectSettings
+        from core.project_settings import ProjectSettings
         from plugins.images import decode_image, resize
         from plugins.models.artifact import load_artifact
         from plugins.strategies import Input
@@ -413,7 +413,7 @@ class Stack:
 @pytest.fixture
 def stack_factory(label_studio, redis_url, digit_images, tmp_path):
     """Start a Stack (backend + one worker) with env overrides; stopped by PID after the test, logs checked."""
-    from backend.stack import free_port
+    from stack.processes import free_port
 
     stacks: list[Stack] = []
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from backend.demo import DemoError, DemoOptions, run_demo
-from backend.stack import lsal_command
+from stack.demo import DemoError, DemoOptions, run_demo
+from stack.processes import lsal_command
 
 ROUND = re.compile(r"^round (\d+): (\d+) labels, model (v\d+), held-out accuracy ([0-9.]+) \((\d+) digits\)",
                    re.MULTILINE)
@@ -106,7 +106,7 @@ def test_bad_options_fail_before_starting_anything(tmp_path):
     from rich.console import Console
     from typer.testing import CliRunner
 
-    from backend.cli import app
+    from cli.main import app
 
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server binary not found on PATH")

@@ -196,7 +196,7 @@ def test_two_workers_never_train_one_project_at_once_and_versions_increase(stack
     jobs.append(stack.admin(f"{stack.project}/train", "POST")["job"])
     assert jobs[0] != jobs[1]
     stack.wait(lambda: stack.status()["current_version"] == "v3", 180, "both retrains", fail_fast=False)
-    from backend.queueing import fetch_job
+    from core.queueing import fetch_job
 
     redis = Redis.from_url(stack.env["REDIS_URL"])
     results = [fetch_job(redis, j).return_value() for j in jobs]

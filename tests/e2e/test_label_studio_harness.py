@@ -10,7 +10,7 @@ import numpy as np
 from PIL import Image
 from sklearn.datasets import load_digits
 
-from backend.ls_client import LabelStudioClient
+from core.ls_client import LabelStudioClient
 
 LABEL_CONFIG = (
     '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'

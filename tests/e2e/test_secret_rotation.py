@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import httpx
 
-from backend.auth import WEBHOOK_TOKEN_HEADER, webhook_token
+from core.tokens import WEBHOOK_TOKEN_HEADER, webhook_token
 
 ROTATED = ["rotated-secret-one-9f8e7d6c5b", "rotated-secret-two-1a2b3c4d5e"]
 

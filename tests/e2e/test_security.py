@@ -11,8 +11,8 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
-from backend.auth import WEBHOOK_TOKEN_HEADER, webhook_token
-from backend.credentials import credentials_key
+from core.tokens import WEBHOOK_TOKEN_HEADER, webhook_token
+from core.credentials import credentials_key
 
 CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
 CONFIG = f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}</Choices></View>'

@@ -7,9 +7,9 @@ from types import SimpleNamespace
 import numpy as np
 from redis import Redis
 
-from backend.label_config import parse_target
-from backend.labeled_set import split_tasks
-from backend.store import ProjectStore
+from core.label_config import parse_target
+from core.labeled_set import split_tasks
+from core.store import ProjectStore
 from plugins.strategies import Ranking
 from worker.jobs import place_in_order
 from worker.publish import priority_scores

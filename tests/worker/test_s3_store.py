@@ -7,7 +7,7 @@ import pytest
 moto_server = pytest.importorskip("moto.server", reason="moto[server] is part of the test extra")
 boto3 = pytest.importorskip("boto3")
 
-from backend.artifact_store import S3ArtifactStore, open_store  # noqa: E402
+from core.artifact_store import S3ArtifactStore, open_store  # noqa: E402
 
 
 @pytest.fixture

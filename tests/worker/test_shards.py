@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from backend.artifact_store import LocalArtifactStore, open_store
+from core.artifact_store import LocalArtifactStore, open_store
 from plugins.models import build_model
 from plugins.strategies import Input, build_strategy
 from worker.shards import merge_order

@@ -14,7 +14,7 @@ from typing import Any
 
 from redis import Redis
 
-from backend.project_settings import ProjectSettings, validate_settings
+from core.project_settings import ProjectSettings, validate_settings
 
 PROJECTS_KEY = "lsal:projects"
 AUDIT_KEEP = 1000  # audit records kept per project

@@ -3,24 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plugins.device import MAX_SEED
-from plugins.models import MODELS, build_model
-from plugins.models.networks import TORCHVISION_CACHE
-from plugins.registry import UnknownPluginError
-from plugins.strategies import STRATEGIES, InvalidParamsError, Strategy, StrategyError, StrategySpec, strategy_for
+from plugins.specs import MAX_SEED, TORCHVISION_CACHE, ModelSpec, StrategySpec
 
-
-class ModelSpec(BaseModel):
-    """A model plugin by name with its hyperparameters."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = Field("cnn", description="registered model plugin, e.g. 'cnn', 'logistic', 'ensemble'")
-    params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of that model")
+if TYPE_CHECKING:
+    from plugins.strategies import Strategy
 
 
 class ProjectSettings(BaseModel):
@@ -48,10 +38,14 @@ class ProjectSettings(BaseModel):
 
     def build_strategy(self) -> Strategy:
         """The project's strategy, with the project's batch size unless its params set one."""
+        from plugins.strategies import strategy_for
+
         return strategy_for(self.strategy, self.batch_size, self.seed)
 
     def model_params(self) -> dict[str, Any]:
         """The model's params, with the project's image size and channels where the model takes them."""
+        from plugins.models import MODELS
+
         fields = MODELS.get(self.model.name).Params.model_fields
         derived = {k: v for k, v in (("image_size", self.image_size), ("channels", self.channels),
                                      ("seed", self.seed)) if k in fields}
@@ -88,6 +82,10 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
                       current: ProjectSettings | None = None) -> ProjectSettings:
     """A ProjectSettings whose strategy and model really build, or InvalidSettingsError saying why; with
     `weights_dir`, a changed pretrained_path is confined to it (confined_weights)."""
+    from plugins.models import build_model
+    from plugins.registry import UnknownPluginError
+    from plugins.strategies import STRATEGIES, InvalidParamsError, StrategyError
+
     try:
         settings = data if isinstance(data, ProjectSettings) else ProjectSettings.model_validate(data)
     except ValidationError as exc:
@@ -112,6 +110,8 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
 
 def strategy_param_help(name: str) -> dict[str, Any]:
     """{param: default} of a registered strategy, for error messages and the CLI."""
+    from plugins.strategies import STRATEGIES
+
     return {k: f.default for k, f in STRATEGIES.get(name).Params.model_fields.items()}
 
 

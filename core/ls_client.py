@@ -11,7 +11,7 @@ import httpx
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
-from backend.config import Settings
+from core.config import Settings
 
 UNCERTAINTY_SAMPLING = "Uncertainty sampling"
 # what Label Studio sends to /webhook; ours are handled, the rest acknowledged and ignored

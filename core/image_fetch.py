@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from backend.config import Settings
-from backend.ls_client import LabelStudioClient, read_capped
+from core.config import Settings
+from core.ls_client import LabelStudioClient, read_capped
 from plugins.images import ImageLoadError, decode_image, header_pixels, resize
 
 LARGE_PIXELS = 4_000_000  # decodes above this take the process-wide gate

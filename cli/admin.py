@@ -1,6 +1,6 @@
 """Admin commands (`lsal strategy`, `settings`, `train`, `rescore`, `versions`, `rollback`, `status`, `doctor`).
 
-They run the same code as the admin HTTP API (backend.admin) against the same Redis (REDIS_URL).
+They run the same code as the admin HTTP API (core.admin) against the same Redis (REDIS_URL).
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from redis.exceptions import RedisError
 from rich.console import Console
 from rich.table import Table
 
-from backend import admin
-from backend.config import get_settings
-from backend.project_settings import InvalidSettingsError
-from backend.store import ProjectStore
+from core import admin
+from core.config import get_settings
+from core.project_settings import InvalidSettingsError
+from core.store import ProjectStore
 
 console = Console()
 Project = Annotated[int, typer.Option("--project", "-p", min=1, help="Label Studio project id")]
@@ -219,8 +219,8 @@ def reconcile_cmd(project: Annotated[int | None, typer.Option("--project", "-p",
                                                               help="one project (default: every known one)")]
                   = None) -> None:
     """Compare Label Studio's annotation counts with the trained ones; enqueue the retrains lost events missed."""
-    from backend.ls_client import LabelStudioError
-    from backend.reconciler import reconcile_all, reconcile_project
+    from core.ls_client import LabelStudioError
+    from core.reconciler import reconcile_all, reconcile_project
 
     redis, _ = _store(project or 1)
     try:
@@ -241,8 +241,8 @@ def doctor() -> None:
     """Check Redis, Label Studio (URL and token), the model directory and the workers; say what is wrong."""
     from rq import Worker
 
-    from backend.ls_client import LabelStudioClient, LabelStudioError
-    from backend.queueing import queue_for
+    from core.ls_client import LabelStudioClient, LabelStudioError
+    from core.queueing import queue_for
 
     s = get_settings()
     checks: list[tuple[str, bool, str]] = []
@@ -300,7 +300,7 @@ def _num(value: Any) -> str:
 
 def register(app: typer.Typer) -> None:
     """Add the admin and service commands to the `lsal` app."""
-    from backend.cli_service import serve, worker
+    from cli.service import serve, worker
 
     app.add_typer(strategy_app, name="strategy")
     app.command("settings")(settings_cmd)

@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
-from backend.project_settings import ProjectSettings
+from core.project_settings import ProjectSettings
 
 
 class Settings(BaseSettings):

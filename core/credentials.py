@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from redis import Redis
 
-from backend.config import Settings
-from backend.ls_client import LabelStudioClient, LabelStudioError, NoTokenError
+from core.config import Settings
+from core.ls_client import LabelStudioClient, LabelStudioError, NoTokenError
 
 _CLIENTS: dict[tuple[str, str], LabelStudioClient] = {}
 _LOCK = threading.Lock()

@@ -6,8 +6,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from backend.image_fetch import Skipped
-from backend.label_config import ClassificationTarget
+from core.image_fetch import Skipped
+from core.label_config import ClassificationTarget
 
 
 @dataclass

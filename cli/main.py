@@ -78,7 +78,7 @@ def demo(
     given = [k for k, v in offline_only.items() if v is not None]
     if given:
         raise typer.BadParameter(f"{', '.join(given)} only apply with --offline")
-    from backend.demo import DemoError, DemoOptions, run_demo
+    from stack.demo import DemoError, DemoOptions, run_demo
 
     options = DemoOptions(workdir=workdir, tasks=tasks, rounds=rounds or 5, batch=batch, strategy=strategy,
                           port=port, ls_port=ls_port, keep_running=keep_running)
@@ -219,7 +219,7 @@ def report(
     console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
 
 
-from backend.cli_admin import register as _register_admin  # noqa: E402
+from cli.admin import register as _register_admin  # noqa: E402
 
 _register_admin(app)
 

@@ -34,7 +34,7 @@ import httpx
 import numpy as np
 from rich.console import Console
 
-from backend.stack import (
+from stack.processes import (
     DEFAULT_LS_BIN,
     LabelStudioServer,
     ManagedProcess,
@@ -251,7 +251,7 @@ class Demo:
     def check(self) -> None:
         from pydantic import ValidationError
 
-        from backend.project_settings import ProjectSettings
+        from core.project_settings import ProjectSettings
         from plugins.models import build_model
 
         o = self.o
@@ -429,7 +429,7 @@ class Demo:
 
     # -- rounds -------------------------------------------------------------------------------------------
     def accuracy(self, version: str, data: DigitData) -> float:
-        from backend.model_cache import artifact_path
+        from core.model_cache import artifact_path
         from plugins.models.artifact import load_artifact
 
         artifact = load_artifact(artifact_path(self.model_dir, self.project, version))

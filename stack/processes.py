@@ -182,7 +182,7 @@ def lsal_env(extra: dict[str, str]) -> dict[str, str]:
 
 def lsal_command(*args: str) -> list[str]:
     """The `lsal` CLI of this interpreter."""
-    return [sys.executable, "-m", "backend.cli", *args]
+    return [sys.executable, "-m", "cli.main", *args]
 
 
 def redis_process(workdir: Path, port: int) -> ManagedProcess:

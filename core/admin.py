@@ -14,9 +14,9 @@ from rq.exceptions import NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, StartedJobRegistry
 
-from backend.project_settings import InvalidSettingsError, ProjectSettings, validate_settings
-from backend.queueing import JOBS, Enqueued, enqueue, fetch_job, lock_key, pending_job, queue_for
-from backend.store import ProjectStore
+from core.project_settings import InvalidSettingsError, ProjectSettings, validate_settings
+from core.queueing import JOBS, Enqueued, enqueue, fetch_job, lock_key, pending_job, queue_for
+from core.store import ProjectStore
 from plugins.models import MODELS
 from plugins.strategies import STRATEGIES
 

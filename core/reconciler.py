@@ -13,13 +13,13 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 
-from backend.admin import reconcile
-from backend.auth import webhook_outdated, webhook_token
-from backend.config import Settings
-from backend.credentials import client_for
-from backend.ls_client import LabelStudioError
-from backend.queueing import enqueue
-from backend.store import ProjectStore, known_projects
+from core.admin import reconcile
+from core.tokens import webhook_outdated, webhook_token
+from core.config import Settings
+from core.credentials import client_for
+from core.ls_client import LabelStudioError
+from core.queueing import enqueue
+from core.store import ProjectStore, known_projects
 
 log = logging.getLogger("lsal.reconcile")
 

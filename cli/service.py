@@ -10,8 +10,8 @@ import typer
 from redis import Redis
 from rq import SimpleWorker, Worker, worker_registration
 
-from backend.config import Settings, get_settings
-from backend.queueing import SERIALIZER
+from core.config import Settings, get_settings
+from core.queueing import SERIALIZER
 
 
 class _Reregistering:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from backend.store import version_number
+from core.store import version_number
 from plugins.models.artifact import Artifact, ArtifactError, load_artifact
 
 

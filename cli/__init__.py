@@ -1,0 +1,1 @@
+"""The `lsal` command line (entry point `cli.main:app`)."""
