@@ -195,10 +195,13 @@ def test_two_workers_never_train_one_project_at_once_and_versions_increase(stack
                fail_fast=False)
     jobs.append(stack.admin(f"{stack.project}/train", "POST")["job"])
     assert jobs[0] != jobs[1]
-    stack.wait(lambda: stack.status()["current_version"] == "v3", 180, "both retrains", fail_fast=False)
     from core.queueing import fetch_job
 
     redis = Redis.from_url(stack.env["REDIS_URL"])
+    # a job's result is stored after it returns, a moment after it switched the version: wait for both
+    stack.wait(lambda: all(fetch_job(redis, j).get_status() == "finished" for j in jobs), 180, "both retrains",
+               fail_fast=False)
+    assert stack.status()["current_version"] == "v3"
     results = [fetch_job(redis, j).return_value() for j in jobs]
     assert [r["version"] for r in results] == ["v2", "v3"]
     assert results[1]["locked_at"] >= results[0]["finished_at"]  # the second waited for the project lock
