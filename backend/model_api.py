@@ -17,7 +17,7 @@ from redis import Redis
 
 from core.admin import retrain_due
 from core.config import Settings
-from core.label_config import UnsupportedConfigError, parse_target
+from core.label_config import UnsupportedConfigError, kind_of
 from core.ls_client import ANNOTATION_ACTIONS
 from backend.metrics import Metrics
 from backend.predictor import UNTRAINED, Predictor
@@ -71,7 +71,7 @@ class ActiveLearningModel(LabelStudioModel):
     def setup(self) -> str:
         if self.label_config:
             try:
-                parse_target(self.label_config)
+                kind_of(self.label_config)
             except UnsupportedConfigError as exc:
                 raise HTTPException(422, str(exc)) from None
         return self.model_version

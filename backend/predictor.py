@@ -11,7 +11,8 @@ from redis.exceptions import RedisError
 
 from core.config import Settings
 from core.image_fetch import ImageFetcher
-from core.label_config import UnsupportedConfigError, parse_target
+from core.inputs import load_inputs
+from core.label_config import UnsupportedConfigError, kind_of
 from core.credentials import client_for
 from core.ls_client import LabelStudioClient, LabelStudioError
 from backend.metrics import Metrics
@@ -75,7 +76,7 @@ class Predictor:
         if label_config is not None and not isinstance(label_config, str):
             raise HTTPException(400, "label_config must be a string")
         try:
-            target = parse_target(label_config) if label_config else None
+            kind = kind_of(label_config) if label_config else None
         except UnsupportedConfigError as exc:
             raise HTTPException(422, str(exc)) from None
         version, model_version, pset = self._state(store)
@@ -85,32 +86,33 @@ class Predictor:
             artifact = self.models.get(project, version)
         except ArtifactError as exc:
             raise HTTPException(503, f"model version {version} cannot be loaded: {exc}") from None
-        if target is None:
+        if kind is None:
             raise HTTPException(400, "label_config is required")
-        if list(target.labels) != artifact.label_map:
-            raise HTTPException(409, f"the labeling config's choices {list(target.labels)} differ from those "
+        if list(kind.labels) != artifact.label_map:
+            raise HTTPException(409, f"the labeling config's choices {list(kind.labels)} differ from those "
                                      f"model {version} was trained on {artifact.label_map}; retrain first")
-        items = [(i, (t.get("data") or {}).get(target.value_key)) for i, t in enumerate(tasks)]
-        ok, images, skipped = self.fetcher(project).load_many(items, pset.image_size, pset.channels,
-                                                              pixel_budget=self.settings.request_max_pixels)
-        probs = artifact.model.predict_proba(images) if len(ok) else np.zeros((0, len(artifact.label_map)))
-        by_index = {i: p for i, p in zip(ok, probs)}
+        items = [(i, (t.get("data") or {}).get(kind.value_key)) for i, t in enumerate(tasks)]
+        ok, inputs, skipped = load_inputs(kind.input_type, self.fetcher(project), items, pset,
+                                          pixel_budget=self.settings.request_max_pixels)
+        outputs = artifact.model.predict_proba(inputs) if len(ok) else np.zeros((0, len(artifact.label_map)))
+        by_index = dict(zip(ok, outputs))
         reasons = {s.task: f"{s.reason}: {s.detail}" for s in skipped}
         results = []
         for i, task in enumerate(tasks):
             if i not in by_index:
                 results.append({"result": [], "score": 1.0, "model_version": model_version,
-                                "error": reasons.get(i, "no image")})
+                                "error": reasons.get(i, f"no {kind.input_type}")})
                 continue
-            p = by_index[i]
-            label = artifact.label_map[int(np.argmax(p))]
-            result = target.result(label)
-            entropy = float(-(np.clip(p, 1e-12, 1) * np.log(np.clip(p, 1e-12, 1))).sum())
+            output = by_index[i]
+            result = kind.regions(output, pset.label_threshold)
+            seen = kind.summary(output, pset.label_threshold)
             ranked = self._rank(store, task.get("id"))
             # the score is the task's place in the published order (lowest = label first); a task the order
             # does not know yet goes after the ranked ones, more uncertain ones first
-            score = ranked["score"] if ranked else 2.0 - entropy / max(np.log(len(p)), 1e-12)
-            result[0]["meta"] = {"text": [f"lsal: confidence {float(p.max()):.3f}; entropy {entropy:.3f}"]}
+            score = ranked["score"] if ranked else 2.0 - seen["uncertainty"] / max(kind.max_uncertainty(), 1e-12)
+            if result:
+                result[0]["meta"] = {"text": [f"lsal: confidence {seen['confidence']:.3f}; "
+                                              f"{kind.uncertainty_name} {seen['uncertainty']:.3f}"]}
             results.append({"result": result, "score": float(score), "model_version": model_version})
         if metrics is not None:
             metrics.predicted.labels("ok").inc(len(ok))

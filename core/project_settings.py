@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plugins.specs import MAX_SEED, TORCHVISION_CACHE, ModelSpec, StrategySpec
+from plugins.specs import MAX_SEED, TORCHVISION_CACHE, ModelSpec, StrategySpec, SynthesisRule
 
 if TYPE_CHECKING:
     from plugins.strategies import Strategy
@@ -35,6 +35,12 @@ class ProjectSettings(BaseModel):
                                                       "into shard jobs that any free worker computes")
     keep_versions: int = Field(3, ge=1, le=100, description="prediction versions kept in Label Studio")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for training splits and the strategy's random choices")
+    label_threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a label is ticked in pre-annotations "
+                                                               "(and counted in metrics) at this probability")
+    augment: list[SynthesisRule] = Field(
+        default_factory=list, max_length=10,
+        description="synthetic training items each retrain adds (defect synthesis, class-conditional "
+                    "augmentation); held-out metrics stay on real items")
 
     def build_strategy(self) -> Strategy:
         """The project's strategy, with the project's batch size unless its params set one."""
@@ -56,26 +62,44 @@ class InvalidSettingsError(ValueError):
     """Settings an admin asked for that cannot work; the message says why and what is allowed."""
 
 
-def confined_weights(settings: ProjectSettings, weights_dir: Path | None,
-                     current: ProjectSettings | None = None) -> ProjectSettings:
-    """The settings with a newly set `pretrained_path` resolved inside LSAL_WEIGHTS_DIR (InvalidSettingsError
-    when it points anywhere else): an admin names weight files, never arbitrary files of the host.
-    `pretrained_path` 'torchvision' (torch's own cache) and a path already in force stay as they are."""
-    path = settings.model.params.get("pretrained_path")
-    kept = current.model.params.get("pretrained_path") if current is not None else None
-    if path is None or path == TORCHVISION_CACHE or path == kept:
-        return settings
+def _inside(path: Any, weights_dir: Path | None, what: str, want_dir: bool) -> str:
+    """`path` resolved inside LSAL_WEIGHTS_DIR, or InvalidSettingsError: settings never name other files."""
     if weights_dir is None:
-        raise InvalidSettingsError("pretrained_path: set LSAL_WEIGHTS_DIR to the folder of weight files first; "
+        raise InvalidSettingsError(f"{what}: set LSAL_WEIGHTS_DIR to the folder of weight and patch files first; "
                                    "a project may only name files inside it")
     if not isinstance(path, str) or not path or "\x00" in path:
-        raise InvalidSettingsError("pretrained_path must be a file name inside LSAL_WEIGHTS_DIR")
+        raise InvalidSettingsError(f"{what} must name a {'folder' if want_dir else 'file'} inside LSAL_WEIGHTS_DIR")
     root = Path(weights_dir).resolve()
     resolved = (root / path).resolve()
-    if not resolved.is_relative_to(root) or not resolved.is_file():
-        raise InvalidSettingsError(f"pretrained_path {path!r} is not a file inside LSAL_WEIGHTS_DIR")
-    params = {**settings.model.params, "pretrained_path": str(resolved)}
-    return settings.model_copy(update={"model": ModelSpec(name=settings.model.name, params=params)})
+    if not resolved.is_relative_to(root) or not (resolved.is_dir() if want_dir else resolved.is_file()):
+        raise InvalidSettingsError(f"{what} {path!r} is not a {'folder' if want_dir else 'file'} inside "
+                                   "LSAL_WEIGHTS_DIR")
+    return str(resolved)
+
+
+def confined_weights(settings: ProjectSettings, weights_dir: Path | None,
+                     current: ProjectSettings | None = None) -> ProjectSettings:
+    """The settings with a newly set `pretrained_path` (a model's weights) or augmentation `directory`
+    (copy-paste patches) resolved inside LSAL_WEIGHTS_DIR (InvalidSettingsError when it points anywhere
+    else): an admin names weight files, never arbitrary files of the host. `pretrained_path` 'torchvision'
+    (torch's own cache) and a path already in force stay as they are."""
+    update: dict[str, Any] = {}
+    path = settings.model.params.get("pretrained_path")
+    kept = current.model.params.get("pretrained_path") if current is not None else None
+    if path is not None and path != TORCHVISION_CACHE and path != kept:
+        params = {**settings.model.params, "pretrained_path": _inside(path, weights_dir, "pretrained_path", False)}
+        update["model"] = ModelSpec(name=settings.model.name, params=params)
+    kept_dirs = {r.params.get("directory") for r in (current.augment if current is not None else [])}
+    rules = []
+    for number, rule in enumerate(settings.augment, 1):
+        folder = rule.params.get("directory")
+        if folder is not None and folder not in kept_dirs:
+            folder = _inside(folder, weights_dir, f"augment rule {number}: directory", True)
+            rule = rule.model_copy(update={"params": {**rule.params, "directory": folder}})
+        rules.append(rule)
+    if rules != list(settings.augment):
+        update["augment"] = rules
+    return settings.model_copy(update=update) if update else settings
 
 
 def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path | None = None,
@@ -99,6 +123,16 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
         settings.build_strategy()
     except (InvalidParamsError, StrategyError) as exc:
         raise InvalidSettingsError(f"strategy {settings.strategy.name!r}: {exc}") from None
+    if settings.augment:
+        from plugins.augment import MIN_SIZE, build_augmentation
+
+        if settings.image_size < MIN_SIZE:
+            raise InvalidSettingsError(f"augment needs image_size >= {MIN_SIZE}, got {settings.image_size}")
+        for number, rule in enumerate(settings.augment, 1):
+            try:
+                build_augmentation(rule.augmentation, **rule.params)
+            except (UnknownPluginError, InvalidParamsError, ValueError, TypeError) as exc:
+                raise InvalidSettingsError(f"augment rule {number}: {exc}") from None
     try:
         build_model(settings.model.name, 2, **settings.model_params())
     except UnknownPluginError as exc:

@@ -26,3 +26,24 @@ class ModelSpec(BaseModel):
 
     name: str = Field("cnn", description="registered model plugin, e.g. 'cnn', 'logistic', 'ensemble'")
     params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of that model")
+
+
+class SynthesisRule(BaseModel):
+    """Synthetic training items a retrain adds: an augmentation applied to copies of matching real items.
+
+    Defect synthesis (the seeds' recipe): `{"augmentation": "scratch", "source": ["ok"], "label": "scratch"}`
+    draws scratches on defect-free images and trains on them as scratches; class-conditional augmentation:
+    `{"augmentation": "stain", "source": ["stain"]}` multiplies the rare class's looks, label kept.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    augmentation: str = Field(description="registered augmentation: scratch, stain, dent, copy_paste")
+    params: dict[str, Any] = Field(default_factory=dict, description="its parameters")
+    source: list[str] | None = Field(
+        None, max_length=1000, description="labels of the real items it is applied to (None: every item; \"\" in "
+                                           "a multi-label project: items with no label ticked)")
+    label: str | None = Field(None, description="the label the synthetic item gets (None: its source's; in a "
+                                                "multi-label project it is added to the source's)")
+    per_item: float = Field(1.0, gt=0, le=20, description="synthetic items per matching real item (a fraction: "
+                                                          "that share of them, drawn at random)")

@@ -1,25 +1,34 @@
-"""What a job needs: settings, Redis, the project's store, Label Studio, images, progress reporting."""
+"""What a job needs: settings, Redis, the project's store, Label Studio, its task kind and inputs, progress."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import get_current_job
 from rq.job import Job
 
 from core.config import Settings, get_settings
 from core.credentials import client_for
-from core.image_fetch import ImageFetcher
+from core.image_fetch import ImageFetcher, Skipped
+from core.inputs import load_inputs
+from core.label_config import kind_of
+from core.labeled_set import TaskSets, split_tasks
 from core.ls_client import LabelStudioClient
 from core.model_cache import ModelCache
 from core.project_settings import ProjectSettings
 from core.store import ProjectStore
+from plugins.kinds import TaskKind
+from worker.locking import Lease
 
+log = logging.getLogger("lsal.worker")
 _CACHES: dict[str, ModelCache] = {}
 
 
@@ -33,6 +42,7 @@ class JobContext:
     ls: LabelStudioClient
     job: Job | None
     timings: dict[str, float] = field(default_factory=dict)
+    lease: Lease | None = None  # the project lock, while the job holds it
 
     @classmethod
     def create(cls, project: int) -> JobContext:
@@ -57,19 +67,38 @@ class JobContext:
             _CACHES[key] = ModelCache(self.settings.model_dir)
         return _CACHES[key]
 
-    def fetcher(self) -> ImageFetcher:
-        return ImageFetcher(self.settings, self.ls)
+    def check_lock(self) -> None:
+        """Raise LockLostError when the job no longer holds the project's lock (call before every write)."""
+        if self.lease is not None:
+            self.lease.check()
+
+    def project_kind(self) -> tuple[dict[str, Any], TaskKind]:
+        """The project as Label Studio has it, and its task kind (from the labeling config)."""
+        project = self.ls.project(self.project)
+        return project, kind_of(project.get("label_config") or "")
+
+    def task_sets(self, kind: TaskKind, ids: set[int] | None = None) -> TaskSets:
+        """The project's (or only the tasks `ids`') labeled and unlabeled tasks."""
+        return split_tasks(self.ls.tasks(self.project, ids=ids), kind)
+
+    def inputs(self, kind: TaskKind, items: list[tuple[int, Any]]) -> tuple[list[int], np.ndarray, list[Skipped]]:
+        """Load (task, value) pairs as model input: (ids loaded, inputs, skipped)."""
+        fetcher = ImageFetcher(self.settings, self.ls)
+        try:
+            return load_inputs(kind.input_type, fetcher, items, self.project_settings)
+        finally:
+            fetcher.close()
 
     def progress(self, **values: Any) -> None:
-        """Put progress (phase, epoch, loss, ...) in the RQ job's meta."""
+        """Put progress (phase, epoch, loss, ...) in the RQ job's meta (best effort: Redis may blink)."""
         if self.job is None:
             return
         self.job.meta.update({k: v for k, v in values.items() if v is not None})
         self.job.meta["updated_at"] = time.time()
         try:
             self.job.save_meta()
-        except Exception:  # progress is best effort; never fail a training because Redis blinked
-            pass
+        except RedisError as exc:
+            log.debug("project %s: progress not saved (%s)", self.project, type(exc).__name__)
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
@@ -80,6 +109,3 @@ class JobContext:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - started, 3)
-
-    def close(self) -> None:
-        """Nothing to release: Label Studio clients are shared per process (see core.credentials)."""

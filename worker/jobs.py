@@ -1,4 +1,4 @@
-"""RQ job functions (enqueued by the backend by import path): retrain -> rescore (+ publish), stream, connect."""
+"""RQ job functions (enqueued by core.queueing by import path): retrain -> rescore (+ publish), stream, connect."""
 
 from __future__ import annotations
 
@@ -9,44 +9,17 @@ from typing import Any
 
 import numpy as np
 
-from core.tokens import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
 from core.ls_client import LabelStudioError
-from core.label_config import parse_target
-from core.queueing import enqueue, release_pending
+from core.queueing import enqueue
+from core.tokens import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
 from worker.context import JobContext
-from worker.locking import project_lock
 from worker.publish import publish
-from worker.score import Scored, rescore_project, score_tasks
+from worker.runner import run_job
+from worker.score import Scored, project_strategy, score_tasks, stale_model
+from worker.shards import plan_shards
 from worker.train import train_version
 
 log = logging.getLogger("lsal.worker")
-
-
-def _run(project: int, kind: str, body) -> dict[str, Any]:
-    """Take the project lock, clear our pending marker, run `body(ctx)`, record the outcome for status."""
-    ctx = JobContext.create(project)
-    started = time.time()
-    try:
-        with project_lock(ctx.redis, project, wait_s=ctx.settings.job_timeout_s, lease_s=ctx.settings.lock_lease_s):
-            locked_at = time.time()
-            if ctx.job is not None:
-                release_pending(ctx.redis, project, kind, ctx.job.id)
-            try:
-                result = body(ctx)
-            except Exception as exc:
-                ctx.store.set_info(**{f"last_{kind}": {"status": "failed", "error": f"{type(exc).__name__}: "
-                                                       f"{exc}"[:500], "at": time.time(),
-                                                       "job": ctx.job.id if ctx.job else None}})
-                raise
-            finished_at = time.time()
-        result = {**result, "timings": dict(ctx.timings), "duration_s": round(finished_at - started, 3),
-                  "locked_at": locked_at, "finished_at": finished_at}
-        ctx.store.set_info(**{f"last_{kind}": {**result, "at": time.time(),
-                                               "job": ctx.job.id if ctx.job else None}})
-        log.info("project %s: %s %s in %.1f s", project, kind, result.get("status"), result["duration_s"])
-        return result
-    finally:
-        ctx.close()
 
 
 def retrain(project: int) -> dict[str, Any]:
@@ -56,7 +29,7 @@ def retrain(project: int) -> dict[str, Any]:
         taken = ctx.store.take_changes()
         try:
             result = train_version(ctx)
-        except Exception:
+        except Exception:  # the changes stay due: the next event or the retry trains them
             ctx.store.give_back_changes(taken)
             raise
         if result["status"] == "trained":
@@ -65,20 +38,33 @@ def retrain(project: int) -> dict[str, Any]:
                                             timeout=ctx.settings.job_timeout_s, reason=result["version"]).job_id
         return result  # not trained (too few labels): the next retrain_every changes try again
 
-    return _run(project, "retrain", body)
+    return run_job(project, "retrain", body)
 
 
 def rescore(project: int) -> dict[str, Any]:
-    """Rank every unlabeled task with the project's strategy and publish the order to Label Studio."""
+    """Rank every unlabeled task with the project's strategy and publish the order to Label Studio (pools
+    over shard_size are split into shard jobs; their merge job publishes)."""
 
     def body(ctx: JobContext) -> dict[str, Any]:
-        scored = rescore_project(ctx)
-        if not isinstance(scored, Scored):
-            return scored
-        published = publish(ctx, scored)
-        return {"status": "published", **published}
+        version = ctx.store.current_version()
+        if version is None:
+            return {"status": "no_model", "reason": "no model version yet; the first retrain creates one"}
+        with ctx.phase("fetch_tasks"):
+            _, kind = ctx.project_kind()
+            sets = ctx.task_sets(kind)
+        ctx.store.set_info(labeled=len(sets.labeled), unlabeled=len(sets.unlabeled))
+        if not sets.unlabeled:
+            return {"status": "nothing_to_score", "labeled": len(sets.labeled)}
+        stale = stale_model(kind, ctx.models.get(ctx.project, version), version)
+        if stale:
+            return {"status": "stale_model", "reason": stale}
+        if len(sets.unlabeled) > ctx.project_settings.shard_size:
+            project_strategy(ctx, kind)  # refused for this kind before any shard is computed
+            return plan_shards(ctx, version, sets.unlabeled, ctx.project_settings.shard_size)
+        scored = score_tasks(ctx, version, sets.unlabeled, kind, sets.labeled)
+        return {"status": "published", **publish(ctx, scored)}
 
-    return _run(project, "rescore", body)
+    return run_job(project, "rescore", body)
 
 
 def score_new_tasks(project: int, task_ids: list[int]) -> dict[str, Any]:
@@ -90,27 +76,24 @@ def score_new_tasks(project: int, task_ids: list[int]) -> dict[str, Any]:
         if live is None or ctx.store.current_version() != live["version"]:
             return {"status": "no_live_order", "reason": "nothing published yet; the next rescore ranks them"}
         wanted = {int(t) for t in task_ids}
-        project_data = ctx.ls.project(ctx.project)
-        target = parse_target(project_data.get("label_config", ""))
-        pool = []
-        for task in ctx.ls.tasks(ctx.project, ids=wanted):  # only the new ones, not the whole project
-            if task.get("id") in wanted and not task.get("annotations"):
-                url = (task.get("data") or {}).get(target.value_key)
-                if isinstance(url, str) and url:
-                    pool.append((task["id"], url))
+        _, kind = ctx.project_kind()
+        sets = ctx.task_sets(kind, ids=wanted)  # only the new ones, not the whole project
+        pool = [(t, v) for t, v in sets.unlabeled if t in wanted]
         if not pool:
             return {"status": "nothing_to_score"}
-        scored = score_tasks(ctx, live["version"], pool, target, [])
+        scored = score_tasks(ctx, live["version"], pool, kind, [])
         placed = place_in_order(ctx, scored, settings.stream_threshold)
-        predictions = [{"task": t, "result": target.result(row["label"]), "score": row["score"],
-                        "model_version": live["model_version"]} for t, row in placed.items()]
+        predictions = [{"task": t, "result": kind.regions(scored.outputs[i], scored.threshold),
+                        "score": placed[t]["score"], "model_version": live["model_version"]}
+                       for i, t in enumerate(scored.task_ids)]
+        ctx.check_lock()
         with ctx.phase("publish"):
             ctx.ls.import_predictions(ctx.project, predictions)
         ctx.redis.hset(ctx.store.key("ranking"), mapping={str(t): json.dumps(r) for t, r in placed.items()})
         held = sum(1 for r in placed.values() if r.get("held_back"))
         return {"status": "scored", "tasks": len(placed), "held_back": held}
 
-    return _run(project, "score_new", body)
+    return run_job(project, "score_new", body)
 
 
 def place_in_order(ctx: JobContext, scored: Scored, threshold: float | None) -> dict[int, dict[str, Any]]:
@@ -122,7 +105,6 @@ def place_in_order(ctx: JobContext, scored: Scored, threshold: float | None) -> 
     existing = sorted(published, key=lambda r: r["rank"])
     ex_values = np.asarray([r["value"] for r in existing], dtype=np.float64)
     ex_scores = np.asarray([r["score"] for r in existing], dtype=np.float64)
-    probs, entropy = scored.probs, scored.uncertainty()
     out = {}
     for i, task in enumerate(scored.task_ids):
         value = float(values[i])
@@ -137,8 +119,9 @@ def place_in_order(ctx: JobContext, scored: Scored, threshold: float | None) -> 
         held = threshold is not None and np.isfinite(value) and value < threshold
         if held:
             score = 1.0 + score  # after every ranked task: served only when the rest is done
-        out[int(task)] = {"rank": -1, "score": float(score), "label": scored.artifact.label_map[int(probs[i].argmax())],
-                          "confidence": float(probs[i].max()), "entropy": float(entropy[i]),
+        seen = scored.summary(i)
+        out[int(task)] = {"rank": -1, "score": float(score), "label": seen["label"],
+                          "confidence": seen["confidence"], "entropy": seen["uncertainty"],
                           "value": value if np.isfinite(value) else None, "stream": True, "held_back": held}
     return out
 
@@ -171,7 +154,7 @@ def connect(project: int, *_ignored: Any) -> dict[str, Any]:
             ctx.ls.update_project(ctx.project, model_version=live["model_version"])
         return {"status": "connected", "webhook": hook.get("id") if isinstance(hook, dict) else None, "url": url}
 
-    return _run(project, "connect", body)
+    return run_job(project, "connect", body)
 
 
 class ConnectError(RuntimeError):

@@ -8,6 +8,7 @@ until the switch, annotators keep the previous order; a publication that fails h
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any
@@ -16,8 +17,10 @@ import numpy as np
 
 from core.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
 from worker.context import JobContext
+from worker.locking import LockLostError
 from worker.score import Scored
 
+log = logging.getLogger("lsal.worker")
 VERSION_PREFIX = "lsal-"
 _PUBLICATION = re.compile(r"^lsal-.*-p(\d+)$")
 
@@ -32,41 +35,44 @@ def build_predictions(scored: Scored, model_version: str, scores: np.ndarray) ->
     """(Label Studio predictions, {task: what humans and stream mode need}) for a scored pool."""
     ranking = scored.ranking
     ranks = ranking.ranks
-    labels = scored.artifact.label_map
-    confidence = scored.probs.max(axis=1)
-    predicted = scored.probs.argmax(axis=1)
-    entropy = scored.uncertainty()
     values = ranking.scores
     n = len(scored.task_ids)
     predictions, table = [], {}
     for i, task in enumerate(scored.task_ids):
-        label = labels[int(predicted[i])]
-        result = scored.target.result(label)
-        result[0]["meta"] = {"text": [f"lsal: rank {int(ranks[i]) + 1} of {n} by {ranking.strategy}; "
-                                      f"confidence {confidence[i]:.3f}; entropy {entropy[i]:.3f}"]}
+        seen = scored.summary(i)
+        result = scored.kind.regions(scored.outputs[i], scored.threshold)
+        if result:
+            result[0]["meta"] = {"text": [f"lsal: rank {int(ranks[i]) + 1} of {n} by {ranking.strategy}; "
+                                          f"confidence {seen['confidence']:.3f}; "
+                                          f"{scored.kind.uncertainty_name} {seen['uncertainty']:.3f}"]}
         prediction: dict[str, Any] = {"task": int(task), "result": result, "score": float(scores[i]),
                                       "model_version": model_version}
         if ranking.clusters is not None:
             prediction["cluster"] = int(ranking.clusters[i])
         predictions.append(prediction)
-        table[int(task)] = {"rank": int(ranks[i]), "score": float(scores[i]), "label": label,
-                            "confidence": float(confidence[i]), "entropy": float(entropy[i]),
+        table[int(task)] = {"rank": int(ranks[i]), "score": float(scores[i]), "label": seen["label"],
+                            "confidence": seen["confidence"], "entropy": seen["uncertainty"],
                             "value": None if values is None else float(values[i])}
     return predictions, table
 
 
 def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
-    """Import the ranking as a new prediction version, switch the project to it, prune old versions."""
+    """Import the ranking as a new prediction version, switch the project to it, prune old versions.
+
+    A job that lost its project lock stops before the import and again before the switch: another job may
+    be publishing the project, and only one order may go live."""
     store = ctx.store
     settings = ctx.project_settings
+    ctx.check_lock()
     number = store.next_publication()
     model_version = f"{VERSION_PREFIX}{scored.version}-{scored.ranking.strategy}-p{number}"
     predictions, table = build_predictions(scored, model_version, priority_scores(scored.ranking.ranks))
     with ctx.phase("publish"):
         try:
             ctx.ls.import_predictions(ctx.project, predictions)
+            ctx.check_lock()
             ctx.ls.update_project(ctx.project, model_version=model_version, sampling=UNCERTAINTY_SAMPLING)
-        except LabelStudioError:
+        except (LabelStudioError, LockLostError):
             _discard(ctx, model_version)
             raise
     order = sorted(table, key=lambda t: table[t]["rank"])
@@ -97,8 +103,9 @@ def _discard(ctx: JobContext, model_version: str) -> None:
     """Best effort: remove what a failed publication imported (the next prune catches what remains)."""
     try:
         ctx.ls.delete_model_version(ctx.project, model_version)
-    except LabelStudioError:
-        pass
+    except LabelStudioError as exc:
+        log.warning("project %s: could not delete the failed publication %s (%s); the next prune does",
+                    ctx.project, model_version, exc)
 
 
 def _jsonable(info: dict[str, Any]) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""rescore: run the project's strategy over every unlabeled task with the serving model version."""
+"""Scoring: the project's strategy over a pool of tasks with a served model version, for the project's kind."""
 
 from __future__ import annotations
 
@@ -7,81 +7,82 @@ from typing import Any
 
 import numpy as np
 
-from core.label_config import ClassificationTarget, parse_target
-from core.labeled_set import split_tasks
+from plugins.kinds import TaskKind
 from plugins.models.artifact import Artifact
 from plugins.strategies import Input, Ranking, Strategy
 from worker.context import JobContext
 
-LABELED_INPUTS = {Input.LABELED_EMBEDDINGS, Input.LABELED_LABELS}
+LABELED_INPUTS = frozenset({Input.LABELED_EMBEDDINGS, Input.LABELED_LABELS})
 
 
 @dataclass
 class Scored:
-    """A strategy's ranking of a set of tasks, with what humans want to see per task."""
+    """A strategy's ranking of a set of tasks, with the model outputs humans read per task."""
 
     task_ids: list[int]
     ranking: Ranking
-    probs: np.ndarray  # (N, C)
-    target: ClassificationTarget
+    outputs: np.ndarray  # (N, ...) the model's per-task output (class or label probabilities)
+    kind: TaskKind
     artifact: Artifact
     version: str
     strategy: Strategy
+    threshold: float = 0.5  # multi-label: ticked at this probability
 
     def uncertainty(self) -> np.ndarray:
-        """Predictive entropy of each task (nats)."""
-        p = np.clip(self.probs, 1e-12, 1.0)
-        return -(p * np.log(p)).sum(axis=1)
+        """Each task's uncertainty under its kind (nats)."""
+        return self.kind.uncertainty(self.outputs)
+
+    def summary(self, i: int) -> dict[str, Any]:
+        """What a person reads about task i's prediction (label, confidence, uncertainty)."""
+        return self.kind.summary(self.outputs[i], self.threshold)
 
 
-def score_tasks(ctx: JobContext, version: str, pool: list[tuple[int, str]], target: ClassificationTarget,
-                labeled: list[tuple[int, str, str]]) -> Scored:
-    """Rank `pool` ((task, url) pairs) with the project's strategy and model version `version`."""
+def project_strategy(ctx: JobContext, kind: TaskKind) -> Strategy:
+    """The project's strategy, refused (ValueError) when it has no sound form for the project's kind."""
+    strategy = ctx.project_settings.build_strategy()
+    kind.check_strategy(strategy)
+    return strategy
+
+
+def needed_inputs(strategy: Strategy, artifact: Artifact) -> frozenset[Input]:
+    """What the model computes for `strategy`: its required inputs, the optional ones it provides, probs."""
+    return frozenset(strategy.required_inputs() | (strategy.optional_inputs() & artifact.model.provides)
+                     | {Input.PROBS})
+
+
+def labeled_inputs(ctx: JobContext, kind: TaskKind, artifact: Artifact,
+                   labeled: list[tuple[int, Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """The labeled tasks' model inputs and encoded targets (for strategies that read the labeled set)."""
+    ids, x, _ = ctx.inputs(kind, [(t, v) for t, v, _ in labeled])
+    answer_of = {t: a for t, _, a in labeled}
+    return x, kind.encode([answer_of[t] for t in ids])
+
+
+def stale_model(kind: TaskKind, artifact: Artifact, version: str) -> str | None:
+    """Why `version` cannot score this project any more (its labels are not the config's), or None."""
+    if list(kind.labels) != artifact.label_map or artifact.extra.get("kind", {}).get("kind", kind.name) != kind.name:
+        return (f"model {version} was trained on {artifact.label_map} ({artifact.extra.get('kind', {}).get('kind')}), "
+                f"the labeling config now has {list(kind.labels)} ({kind.name}); the next retrain fixes it")
+    return None
+
+
+def score_tasks(ctx: JobContext, version: str, pool: list[tuple[int, Any]], kind: TaskKind,
+                labeled: list[tuple[int, Any, Any]]) -> Scored:
+    """Rank `pool` ((task, value) pairs) with the project's strategy and model version `version`."""
     settings = ctx.project_settings
     artifact = ctx.models.get(ctx.project, version)
-    model = artifact.model
-    strategy = settings.build_strategy()
-    needs = strategy.required_inputs() | (strategy.optional_inputs() & model.provides) | {Input.PROBS}
-    fetcher = ctx.fetcher()
-    size, channels = settings.image_size, settings.channels
-    with ctx.phase("load_images"):
-        ids, x_pool, skipped = fetcher.load_many(pool, size, channels)
-        x_lab = np.zeros((0, size, size, channels), dtype=np.uint8)
-        y_lab = np.zeros(0, dtype=np.int64)
+    strategy = project_strategy(ctx, kind)
+    needs = needed_inputs(strategy, artifact)
+    with ctx.phase("load_inputs"):
+        ids, x_pool, skipped = ctx.inputs(kind, pool)
+        x_lab, y_lab = x_pool[:0], kind.encode([])
         if needs & LABELED_INPUTS and labeled:
-            index = {label: i for i, label in enumerate(artifact.label_map)}
-            usable = [(t, u, lab) for t, u, lab in labeled if lab in index]
-            lab_ids, x_lab, more = fetcher.load_many([(t, u) for t, u, _ in usable], size, channels)
-            label_of = {t: lab for t, _, lab in usable}
-            y_lab = np.asarray([index[label_of[t]] for t in lab_ids], dtype=np.int64)
-    fetcher.close()
+            x_lab, y_lab = labeled_inputs(ctx, kind, artifact, labeled)
     ctx.store.set_info(score_skipped=[s.__dict__ for s in skipped[:50]])
     with ctx.phase("inference"):
-        inputs = model.pool_inputs(x_pool, frozenset(needs), x_lab, y_lab)
+        inputs = artifact.model.pool_inputs(x_pool, needs, x_lab, y_lab)
     with ctx.phase("strategy"):
         ranking = strategy.rank(inputs)
-    probs = np.asarray(inputs.probs, dtype=np.float64) if inputs.probs is not None else \
-        model.predict_proba(x_pool)
-    return Scored(ids, ranking, probs, target, artifact, version, strategy)
-
-
-def rescore_project(ctx: JobContext) -> Scored | dict[str, Any]:
-    """Score every unlabeled task of the project; a status dict when there is nothing to score with."""
-    version = ctx.store.current_version()
-    if version is None:
-        return {"status": "no_model", "reason": "no model version yet; the first retrain creates one"}
-    with ctx.phase("fetch_tasks"):
-        project = ctx.ls.project(ctx.project)
-        target = parse_target(project.get("label_config", ""))
-        sets = split_tasks(ctx.ls.tasks(ctx.project), target)
-    if not sets.unlabeled:
-        return {"status": "nothing_to_score", "labeled": len(sets.labeled)}
-    shard_size = ctx.project_settings.shard_size
-    if len(sets.unlabeled) > shard_size:  # split across workers; the merge job publishes
-        from worker.shards import plan_shards
-
-        ctx.store.set_info(labeled=len(sets.labeled), unlabeled=len(sets.unlabeled))
-        return plan_shards(ctx, version, sets.unlabeled, shard_size)
-    scored = score_tasks(ctx, version, sets.unlabeled, target, sets.labeled)
-    ctx.store.set_info(labeled=len(sets.labeled), unlabeled=len(sets.unlabeled))
-    return scored
+    outputs = np.asarray(inputs.probs, dtype=np.float64) if inputs.probs is not None else \
+        artifact.model.predict_proba(x_pool)
+    return Scored(ids, ranking, outputs, kind, artifact, version, strategy, settings.label_threshold)

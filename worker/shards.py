@@ -18,13 +18,15 @@ import numpy as np
 from rq import Retry
 
 from core.artifact_store import ArtifactStore, open_store
-from core.label_config import parse_target
 from core.queueing import RETRY_INTERVALS_S, queue_for
+from plugins.kinds import TaskKind
 from plugins.models.artifact import Artifact
-from plugins.strategies import Input, PoolInputs, Ranking, ScoreStrategy, Strategy
+from plugins.strategies import Input, PoolInputs, Ranking, ScoreStrategy, Strategy, build_strategy
 from plugins.strategies.base import descending_order
 from worker.context import JobContext
-from worker.score import LABELED_INPUTS, Scored
+from worker.publish import publish
+from worker.runner import run_job
+from worker.score import LABELED_INPUTS, Scored, labeled_inputs, needed_inputs
 
 _ARRAYS = ("probs", "samples", "embeddings", "predicted_loss")
 
@@ -45,12 +47,7 @@ def _npz(arrays: dict[str, np.ndarray]) -> bytes:
     return buffer.getvalue()
 
 
-def _needs(strategy: Strategy, artifact: Artifact) -> frozenset[Input]:
-    return frozenset(strategy.required_inputs() | (strategy.optional_inputs() & artifact.model.provides)
-                     | {Input.PROBS})
-
-
-def plan_shards(ctx: JobContext, version: str, pool: list[tuple[int, str]], shard_size: int) -> dict[str, Any]:
+def plan_shards(ctx: JobContext, version: str, pool: list[tuple[int, Any]], shard_size: int) -> dict[str, Any]:
     """Enqueue one job per chunk of `pool` and a merge job that depends on them all."""
     run = uuid.uuid4().hex[:12]
     queue = queue_for(ctx.redis, ctx.settings.score_queue or ctx.settings.queue)
@@ -72,17 +69,13 @@ def plan_shards(ctx: JobContext, version: str, pool: list[tuple[int, str]], shar
 
 def score_shard(project: int, version: str, run: str, index: int, chunk: list[list], strategy_spec: dict) -> dict:
     """Compute one chunk's scores (per-item strategies) or inputs (batch strategies) and store them."""
-    from plugins.strategies import build_strategy
-
     ctx = JobContext.create(project)
-    settings = ctx.project_settings
+    _, kind = ctx.project_kind()
     artifact = ctx.models.get(project, version)
     strategy = build_strategy(strategy_spec)
-    fetcher = ctx.fetcher()
-    ids, x, skipped = fetcher.load_many([(int(t), u) for t, u in chunk], settings.image_size, settings.channels)
-    fetcher.close()
-    needs = _needs(strategy, artifact) - LABELED_INPUTS
-    inputs = artifact.model.pool_inputs(x, needs, x[:0], np.zeros(0, dtype=np.int64))
+    ids, x, skipped = ctx.inputs(kind, [(int(t), v) for t, v in chunk])
+    needs = needed_inputs(strategy, artifact) - LABELED_INPUTS
+    inputs = artifact.model.pool_inputs(x, needs, x[:0], kind.encode([]))
     arrays: dict[str, np.ndarray] = {"task_ids": np.asarray(ids, dtype=np.int64),
                                      "probs": np.asarray(inputs.probs, dtype=np.float32)}
     if isinstance(strategy, ScoreStrategy):
@@ -120,9 +113,6 @@ def merge_order(parts: list[dict[str, np.ndarray]], strategy: Strategy,
 
 def merge_shards(project: int, version: str, run: str, count: int, strategy_spec: dict) -> dict:
     """Merge the shards of run `run`, rank the whole pool, publish (unless a newer version serves by now)."""
-    from plugins.strategies import build_strategy
-    from worker.jobs import _run
-    from worker.publish import publish
 
     def body(ctx: JobContext) -> dict[str, Any]:
         store = store_for(ctx)
@@ -133,38 +123,24 @@ def merge_shards(project: int, version: str, run: str, count: int, strategy_spec
                      for i in range(count)]
             artifact = ctx.models.get(project, version)
             strategy = build_strategy(strategy_spec)
-            project_data = ctx.ls.project(project)
-            target = parse_target(project_data.get("label_config", ""))
+            _, kind = ctx.project_kind()
             with ctx.phase("strategy"):
-                task_ids, probs, ranking = merge_order(parts, strategy, _extras(ctx, strategy, artifact))
-            scored = Scored([int(t) for t in task_ids], ranking, probs.astype(np.float64), target, artifact, version,
-                            strategy)
+                task_ids, probs, ranking = merge_order(parts, strategy, _extras(ctx, kind, strategy, artifact))
+            scored = Scored([int(t) for t in task_ids], ranking, probs.astype(np.float64), kind, artifact, version,
+                            strategy, ctx.project_settings.label_threshold)
             return {"status": "published", "shards": count, **publish(ctx, scored)}
         finally:
             store.delete_prefix(f"project-{project}/shards/{run}")
 
-    return _run(project, "rescore", body)
+    return run_job(project, "rescore", body)
 
 
-def _extras(ctx: JobContext, strategy: Strategy, artifact: Artifact) -> PoolInputs | None:
+def _extras(ctx: JobContext, kind: TaskKind, strategy: Strategy, artifact: Artifact) -> PoolInputs | None:
     """The labeled set's embeddings and labels (loaded here: the labeled set is small) and the head."""
-    from core.labeled_set import split_tasks
-
-    needs = _needs(strategy, artifact) & (LABELED_INPUTS | {Input.HEAD})
+    needs = needed_inputs(strategy, artifact) & (LABELED_INPUTS | {Input.HEAD})
     if isinstance(strategy, ScoreStrategy) or not needs:
         return None
-    settings = ctx.project_settings
-    size, channels = settings.image_size, settings.channels
-    x = np.zeros((0, size, size, channels), dtype=np.uint8)
-    y = np.zeros(0, dtype=np.int64)
+    x_lab, y_lab = ctx.inputs(kind, [])[1], kind.encode([])
     if needs & LABELED_INPUTS:
-        target = parse_target(ctx.ls.project(ctx.project).get("label_config", ""))
-        sets = split_tasks(ctx.ls.tasks(ctx.project), target)
-        index = {label: i for i, label in enumerate(artifact.label_map)}
-        usable = [(t, u, lab) for t, u, lab in sets.labeled if lab in index]
-        fetcher = ctx.fetcher()
-        ids, x, _ = fetcher.load_many([(t, u) for t, u, _ in usable], size, channels)
-        fetcher.close()
-        label_of = {t: lab for t, _, lab in usable}
-        y = np.asarray([index[label_of[t]] for t in ids], dtype=np.int64)
-    return artifact.model.pool_inputs(x[:0], frozenset(needs), x, y)
+        x_lab, y_lab = labeled_inputs(ctx, kind, artifact, ctx.task_sets(kind).labeled)
+    return artifact.model.pool_inputs(x_lab[:0], frozenset(needs), x_lab, y_lab)

@@ -1,4 +1,7 @@
-"""retrain: read the labeled tasks from Label Studio, train the project's model, write a new version."""
+"""retrain: read the labeled tasks from Label Studio, train the project's model, write a new version.
+
+Everything kind-specific (targets, held-out metrics, model options) comes from the project's task kind.
+"""
 
 from __future__ import annotations
 
@@ -7,55 +10,62 @@ from collections import Counter
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score
 
 from core.curves import learning_curve_png
-from core.label_config import parse_target
-from core.labeled_set import split_tasks
 from core.model_cache import artifact_path, project_dir
 from core.store import version_number
+from plugins.augment.synthesis import synthesize
 from plugins.fileio import atomic_write, remove_stale_temporaries
+from plugins.kinds import TaskKind
 from plugins.models import build_model
 from plugins.models.artifact import ArtifactError, save_artifact
 from worker.context import JobContext
 
 
-def holdout_split(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices: `fraction` of each class held out, classes with < 3 items kept whole."""
+def holdout_split(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, held-out) indices: `fraction` of each stratum held out, strata with < 3 items kept whole."""
     rng = np.random.default_rng(seed)
     train, held = [], []
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
+    for cls in np.unique(strata):
+        idx = rng.permutation(np.flatnonzero(strata == cls))
         n_held = int(round(len(idx) * fraction)) if len(idx) >= 3 else 0
         held.extend(idx[:n_held])
         train.extend(idx[n_held:])
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
 
 
+def _with_synthetic(ctx: JobContext, kind: TaskKind, x: np.ndarray, y: np.ndarray,
+                    salt: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(x, y) plus the synthetic items the project's augment rules make from them, and the count per rule."""
+    settings = ctx.project_settings
+    if not settings.augment:
+        return x, y, []
+    rng = np.random.default_rng([settings.seed, salt])
+    made = synthesize(x, y, settings.augment, list(kind.labels), rng,
+                      multilabel=bool(kind.model_params().get("multilabel")))
+    return np.concatenate([x, made.images]), np.concatenate([y, made.y]), made.counts
+
+
 def train_version(ctx: JobContext) -> dict[str, Any]:
     """Train on every labeled task Label Studio holds now; record and serve the new version."""
     settings = ctx.project_settings
     with ctx.phase("fetch_tasks"):
-        project = ctx.ls.project(ctx.project)
-        target = parse_target(project.get("label_config", ""))
-        sets = split_tasks(ctx.ls.tasks(ctx.project), target)
+        project, kind = ctx.project_kind()
+        sets = ctx.task_sets(kind)
     if len(sets.labeled) < settings.min_labels:
         return {"status": "waiting_for_labels", "labeled": len(sets.labeled), "min_labels": settings.min_labels}
-    fetcher = ctx.fetcher()
-    with ctx.phase("load_images"):
-        ids, x, skipped = fetcher.load_many([(t, u) for t, u, _ in sets.labeled], settings.image_size,
-                                            settings.channels)
-    fetcher.close()
-    label_of = {t: label for t, _, label in sets.labeled}
-    index = {label: i for i, label in enumerate(target.labels)}
-    y = np.asarray([index[label_of[t]] for t in ids], dtype=np.int64)
-    if len(np.unique(y)) < 2:
+    with ctx.phase("load_inputs"):
+        ids, x, skipped = ctx.inputs(kind, [(t, v) for t, v, _ in sets.labeled])
+    answer_of = {t: answer for t, _, answer in sets.labeled}
+    y = kind.encode([answer_of[t] for t in ids])
+    strata = kind.strata(y)
+    if len(np.unique(strata)) < 2:
         return {"status": "waiting_for_labels", "labeled": len(ids),
                 "reason": "the labeled tasks cover fewer than 2 classes", "skipped": len(skipped)}
-    model_params = settings.model_params()
-    train_idx, held_idx = holdout_split(y, settings.holdout_fraction, settings.seed)
-    model = build_model(settings.model.name, len(target.labels), **model_params)
-    warm_from = _warm_start(ctx, model, list(target.labels))
+    train_idx, held_idx = holdout_split(strata, settings.holdout_fraction, settings.seed)
+    model_params = {**settings.model_params(), **kind.model_params()}
+    model = build_model(settings.model.name, len(kind.labels), **model_params)
+    warm_from = _warm_start(ctx, model, list(kind.labels))
 
     def on_progress(values: dict[str, Any]) -> None:
         # the model's own 'phase' (e.g. which committee member) becomes 'step' beside the job's phase
@@ -63,41 +73,55 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
 
     metrics: dict[str, Any] = {}
     with ctx.phase("train"):
-        if len(held_idx):
+        if len(held_idx):  # measured on real held-out items only: synthetic ones join the training side
             ctx.progress(phase="train_holdout")
-            model.fit(x[train_idx], y[train_idx], progress=on_progress)
-            pred = model.predict_proba(x[held_idx]).argmax(axis=1)
-            metrics = {"holdout_accuracy": float(accuracy_score(y[held_idx], pred)),
-                       "holdout_macro_f1": float(f1_score(y[held_idx], pred, average="macro", zero_division=0)),
+            x_fit, y_fit, _ = _with_synthetic(ctx, kind, x[train_idx], y[train_idx], salt=1)
+            model.fit(x_fit, y_fit, progress=on_progress)
+            metrics = {**kind.metrics(y[held_idx], model.predict_proba(x[held_idx]), settings.label_threshold),
                        "holdout_size": int(len(held_idx))}
         ctx.progress(phase="train_all")
-        fit_metrics = model.fit(x, y, progress=on_progress) or {}
+        x_all, y_all, synthetic = _with_synthetic(ctx, kind, x, y, salt=2)
+        fit_metrics = model.fit(x_all, y_all, progress=on_progress) or {}
     metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
     store = ctx.store
-    newest_on_disk = max((number for p in project_dir(ctx.settings.model_dir, ctx.project).glob("v*.pt")
-                          if (number := version_number(p.stem)) is not None), default=0)
+    folder = project_dir(ctx.settings.model_dir, ctx.project)
+    newest_on_disk = max((number for p in folder.glob("v*.pt") if (number := version_number(p.stem)) is not None),
+                         default=0)
+    ctx.check_lock()  # another job may hold the project now: its version, not ours, comes next
     version = store.next_version(at_least=newest_on_disk + 1)
     path = artifact_path(ctx.settings.model_dir, ctx.project, version)
-    counts = Counter(label_of[t] for t in ids)
+    counts = _label_counts(kind, y)
+    augmentation = {"rules": [r.model_dump(mode="json") for r in settings.augment], "synthetic": synthetic,
+                    "real": int(len(y))} if settings.augment else None
     extra = {"project": ctx.project, "tasks": [int(t) for t in ids], "annotations": sorted(sets.annotation_ids),
-             "settings": settings.model_dump(mode="json"), "warm_start": warm_from}
+             "settings": settings.model_dump(mode="json"), "warm_start": warm_from, "kind": kind.describe(),
+             "augmentation": augmentation}
     with ctx.phase("save"):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(path.parent)  # what a worker killed mid-write left behind
-        save_artifact(path, model, label_map=list(target.labels), metrics=metrics, extra=extra)
+        folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)  # what a worker killed mid-write left behind
+        save_artifact(path, model, label_map=list(kind.labels), metrics=metrics, extra=extra)
     record = {"version": version, "path": str(path), "created_at": time.time(), "metrics": metrics,
-              "labeled": len(ids), "class_counts": dict(counts), "skipped": len(skipped) + len(sets.skipped),
-              "model": settings.model.name, "warm_start": warm_from, "max_annotation_id":
-                  max(sets.annotation_ids, default=0), "timings": dict(ctx.timings)}
+              "labeled": len(ids), "class_counts": counts, "skipped": len(skipped) + len(sets.skipped),
+              "model": settings.model.name, "kind": kind.name, "primary_metric": kind.primary_metric,
+              "warm_start": warm_from, "augmentation": augmentation,
+              "max_annotation_id": max(sets.annotation_ids, default=0), "timings": dict(ctx.timings)}
+    ctx.check_lock()
     store.add_version(record)
     with ctx.phase("curve"):  # the project's learning curve beside its artifacts
-        atomic_write(path.parent / "learning_curve.png",
+        atomic_write(folder / "learning_curve.png",
                      lambda stream: stream.write(learning_curve_png(ctx.project, store.versions())))
     if isinstance(project.get("num_tasks_with_annotations"), int):
         store.set_trained_count(project["num_tasks_with_annotations"])
     store.set_info(skipped=[s.__dict__ for s in (skipped + sets.skipped)[:50]], labeled=len(ids),
                    unlabeled=len(sets.unlabeled))
     return {"status": "trained", **record}
+
+
+def _label_counts(kind: TaskKind, y: np.ndarray) -> dict[str, int]:
+    """Labeled tasks per label (a multi-label task counts once for each label it has)."""
+    if y.ndim == 2:
+        return {label: int(n) for label, n in zip(kind.labels, y.sum(axis=0))}
+    return {kind.labels[i]: n for i, n in Counter(int(v) for v in y).items()}
 
 
 def _warm_start(ctx: JobContext, model: Any, labels: list[str]) -> str | None:

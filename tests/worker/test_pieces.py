@@ -7,21 +7,22 @@ from types import SimpleNamespace
 import numpy as np
 from redis import Redis
 
-from core.label_config import parse_target
+from core.label_config import kind_of
 from core.labeled_set import split_tasks
 from core.store import ProjectStore
 from plugins.strategies import Ranking
 from worker.jobs import place_in_order
 from worker.publish import priority_scores
+from worker.score import Scored
 from worker.train import holdout_split
 
 CONFIG = ('<View><Image name="img" value="$image"/><Choices name="label" toName="img">'
           '<Choice value="ok"/><Choice value="defect"/></Choices></View>')
-TARGET = parse_target(CONFIG)
+TARGET = kind_of(CONFIG)
 
 
 def _ann(aid: int, label: str | None, when: str, cancelled: bool = False) -> dict:
-    result = [] if label is None else TARGET.result(label)
+    result = [] if label is None else TARGET.regions(np.eye(2)[TARGET.labels.index(label)], 0.5)
     return {"id": aid, "result": result, "updated_at": when, "was_cancelled": cancelled}
 
 
@@ -64,10 +65,8 @@ def test_new_tasks_slot_into_the_live_order_by_strategy_value_and_the_threshold_
                         {10: {"rank": 0, "score": 0.0, "value": 0.9}, 11: {"rank": 1, "score": 1 / 3, "value": 0.5},
                          12: {"rank": 2, "score": 2 / 3, "value": 0.1}})
     probs = np.array([[0.5, 0.5], [0.9, 0.1], [0.99, 0.01]])
-    scored = SimpleNamespace(task_ids=[20, 21, 22], probs=probs,
-                             ranking=Ranking(order=np.arange(3), strategy="x", scores=np.array([0.7, 0.3, 0.05])),
-                             artifact=SimpleNamespace(label_map=["ok", "defect"]),
-                             uncertainty=lambda: -(probs * np.log(probs)).sum(1))
+    scored = Scored(task_ids=[20, 21, 22], outputs=probs, kind=TARGET, artifact=None, version="v1", strategy=None,
+                    ranking=Ranking(order=np.arange(3), strategy="x", scores=np.array([0.7, 0.3, 0.05])))
     placed = place_in_order(SimpleNamespace(store=store), scored, threshold=None)
     order = sorted([10, 11, 12, 20, 21, 22], key=lambda t: placed[t]["score"] if t in placed
                    else store.task_rank(t)["score"])

@@ -1,0 +1,114 @@
+"""The task-kind protocol: what one kind of Label Studio labeling config needs from the pipeline.
+
+A kind is chosen by predicate over the parsed label config (its control and object tags), the way Label
+Studio's own YOLO backend picks a control model per tag. It owns everything kind-specific and pure: what a
+task's input is, how an annotation becomes a training target, which model families fit, how a model's
+output becomes a Label Studio prediction and a line a person reads, which strategies have a sound form for
+it, and its held-out metrics. The worker's retrain / rescore / publish and the backend's /predict are
+written once against this interface; I/O (fetching images, Label Studio) stays in core/ and worker/.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Tag:
+    """One tag of a labeling config: a control (Choices, RectangleLabels, ...) or an object (Image, Text)."""
+
+    tag: str  # lower case: "choices", "image", ...
+    name: str
+    to_name: tuple[str, ...] = ()
+    value: str | None = None  # objects: "$field"
+    labels: tuple[str, ...] = ()  # controls: the values a result stores, in config order
+    attrs: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LabelConfig:
+    """A parsed labeling config: its control and object tags."""
+
+    controls: tuple[Tag, ...]
+    objects: tuple[Tag, ...]
+
+    def object_named(self, name: str) -> Tag | None:
+        """The object tag called `name`, or None."""
+        return next((o for o in self.objects if o.name == name), None)
+
+
+class UnsupportedConfigError(ValueError):
+    """A labeling config no kind serves, or one a kind matches but that is wrong; the message says why."""
+
+
+@dataclass(frozen=True)
+class TaskKind(ABC):
+    """One served kind of task, bound to the control and object of a project's config."""
+
+    name: ClassVar[str] = "kind"
+    title: ClassVar[str] = "task"  # what a person calls it: "image classification"
+    needs: ClassVar[str] = ""  # what a config must hold for this kind, for the message of a refused config
+    input_type: ClassVar[str] = "image"  # what task["data"][value_key] holds: "image" (a URL) or "text"
+    models: ClassVar[tuple[str, ...]] = ()  # model plugins that fit this kind
+    primary_metric: ClassVar[str] = "holdout_accuracy"  # the held-out figure learning curves plot
+    uncertainty_name: ClassVar[str] = "entropy"  # what `uncertainty` measures, in the words a person reads
+
+    from_name: str  # the control's name
+    to_name: str  # the object's name
+    value_key: str  # task["data"][value_key] holds the input
+    labels: tuple[str, ...]
+
+    @classmethod
+    @abstractmethod
+    def match(cls, config: LabelConfig) -> TaskKind | None:
+        """The kind bound to `config` when it is this kind's; None when it is not; UnsupportedConfigError when
+        it is, but wrong (too few labels, duplicates, a control pointing nowhere)."""
+
+    @abstractmethod
+    def answer(self, result: Sequence[Any]) -> Any | None:
+        """The training target an annotation's result gives for this control (None: it gives none)."""
+
+    @abstractmethod
+    def encode(self, answers: Sequence[Any]) -> np.ndarray:
+        """Training targets as the model's y array."""
+
+    @abstractmethod
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        """(N,) integer groups a held-out split is stratified by."""
+
+    @abstractmethod
+    def regions(self, output: np.ndarray, threshold: float) -> list[dict[str, Any]]:
+        """A Label Studio prediction result for one task's model output."""
+
+    @abstractmethod
+    def summary(self, output: np.ndarray, threshold: float) -> dict[str, Any]:
+        """What a person reads about one prediction: 'label' (text), 'confidence', 'uncertainty'."""
+
+    @abstractmethod
+    def uncertainty(self, outputs: np.ndarray) -> np.ndarray:
+        """(N,) uncertainty of each task's output (nats)."""
+
+    @abstractmethod
+    def max_uncertainty(self) -> float:
+        """The largest value `uncertainty` takes (a uniform output)."""
+
+    @abstractmethod
+    def metrics(self, y: np.ndarray, outputs: np.ndarray, threshold: float) -> dict[str, float]:
+        """Held-out metrics of outputs against targets."""
+
+    def model_params(self) -> dict[str, Any]:
+        """Model hyperparameters this kind fixes (e.g. multilabel outputs)."""
+        return {}
+
+    def check_strategy(self, strategy: Any) -> None:
+        """Raise ValueError, saying what to choose instead, when `strategy` has no sound form for this kind."""
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for status and artifacts."""
+        return {"kind": self.name, "from_name": self.from_name, "to_name": self.to_name,
+                "value_key": self.value_key, "labels": list(self.labels)}
