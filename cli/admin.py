@@ -206,6 +206,14 @@ def status_cmd(project: Project, as_json: AsJson = False) -> None:
             console.print(f"{kind.replace('_', ' ')}: {last.get('status')} at {_when(last.get('at'))} in "
                           f"{last.get('duration_s', '-')} s; timings {last.get('timings', {})}"
                           + (f"; error: {last['error']}" if last.get("error") else ""))
+    stopping = st.get("stopping")
+    if stopping:
+        if stopping.get("fired"):
+            console.print(f"[yellow]stopping criterion fired[/yellow] ({stopping['criterion']}) after "
+                          f"{stopping.get('after')}: {stopping['reason']}", highlight=False)
+        else:
+            console.print(f"stopping: no criterion fired after {stopping.get('after')} "
+                          f"({stopping.get('labels')} labels; rule {json.dumps(stopping.get('rule'))})")
     if st["versions"]:
         versions(project)
     if st["skipped"]:

@@ -169,6 +169,8 @@ def simulate(
     pool_subsample: Annotated[int | None, typer.Option(help="score a random subset of the pool per round")] = None,
     dataset_param: Annotated[list[str], typer.Option(help="loader argument key=value (repeatable)")] = [],
     model_param: Annotated[list[str], typer.Option(help="model parameter key=value (repeatable)")] = [],
+    stopping: Annotated[str | None, typer.Option(
+        help='a stopping rule as JSON, e.g. \'{"target": 0.9}\' or \'{"min_gain": 0.005, "patience": 3}\'')] = None,
     config: Annotated[Path | None, typer.Option(help="a SimulationConfig JSON file; replaces the options")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/simulate"),
 ) -> None:
@@ -186,9 +188,9 @@ def simulate(
                 model_params=_key_values(model_param, "--model-param"),
                 strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
                 seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=budget, target=target,
-                pool_subsample=pool_subsample,
+                pool_subsample=pool_subsample, stopping=json.loads(stopping) if stopping else {},
             )
-    except (ValidationError, OSError) as exc:
+    except (ValidationError, OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None
     result = _run_with_progress(cfg, out)
     console.print(result.table_path.read_text())

@@ -16,6 +16,7 @@ from rq.registry import FailedJobRegistry, StartedJobRegistry
 
 from core.project_settings import InvalidSettingsError, ProjectSettings, validate_settings
 from core.queueing import JOBS, Enqueued, enqueue, fetch_job, lock_key, pending_job, queue_for
+from core.stopping import budget_spent
 from core.store import ProjectStore
 from plugins.models import MODELS
 from plugins.strategies import STRATEGIES
@@ -83,7 +84,10 @@ def trigger(redis: Redis, queue: str, project: int, kind: str, reason: str, time
 
 
 def retrain_due(store: ProjectStore, settings: ProjectSettings, labeled: int | None) -> int | None:
-    """How many changes make a retrain due now (None: not due); `labeled` = Label Studio's annotated tasks."""
+    """How many changes make a retrain due now (None: not due, also once the stopping budget is spent);
+    `labeled` = Label Studio's annotated tasks."""
+    if budget_spent(store, settings.stopping) is not None:
+        return None
     changes = store.pending_changes()
     new_labels = labeled - store.trained_count() if isinstance(labeled, int) else 0
     if max(changes, new_labels) >= settings.retrain_every:
@@ -199,6 +203,7 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: 
         "queue": queue_state(redis, queue, store.project),
         "last_retrain": info.get("last_retrain"), "last_rescore": info.get("last_rescore"),
         "last_score_new": info.get("last_score_new"),
+        "stopping": info.get("stopping"),
         "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
         "audit": store.audit_log(10),
         "now": time.time(),

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plugins.specs import MAX_SEED, TORCHVISION_CACHE, ModelSpec, StrategySpec, SynthesisRule
+from plugins.stopping import StoppingRule
 
 if TYPE_CHECKING:
     from plugins.strategies import Strategy
@@ -41,6 +42,11 @@ class ProjectSettings(BaseModel):
         default_factory=list, max_length=10,
         description="synthetic training items each retrain adds (defect synthesis, class-conditional "
                     "augmentation); held-out metrics stay on real items")
+    stopping: StoppingRule = Field(
+        default_factory=StoppingRule,
+        description="when labeling may stop, evaluated after every retrain and rescore: budget (a spent budget "
+                    "also stops retraining), target and convergence on the kind's primary held-out metric, "
+                    "max uncertainty left in the pool")
 
     def build_strategy(self) -> Strategy:
         """The project's strategy, with the project's batch size unless its params set one."""

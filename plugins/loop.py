@@ -14,7 +14,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 from plugins.models import ModelPlugin
 from plugins.strategies import Strategy
 from plugins.strategies._kernels import entropy as _entropy
-from plugins.strategies.stopping import RoundRecord, StoppingRule, should_stop
+from plugins.stopping import RoundRecord, StoppingRule, should_stop
 
 # Training metrics of each round's fit kept in the results (NaN where a model does not report one), to
 # catch a bad fit behind a dip in a learning curve.

@@ -18,6 +18,7 @@ from plugins.fileio import atomic_write
 from plugins.loop import FIT_METRICS, RoundResult, run_loop
 from plugins.models import build_model
 from plugins.savings import labels_to_reach, savings, savings_interval
+from plugins.stopping import StoppingRule
 from plugins.strategies import STRATEGIES, Strategy, StrategySpec, build_strategy, strategy_for
 
 
@@ -41,6 +42,9 @@ class SimulationConfig(BaseModel):
     budget: int = Field(100, ge=1, description="stop when this many labels are used")
     target: float = Field(0.9, gt=0, le=1, description="accuracy for the labels-to-target table")
     pool_subsample: int | None = Field(None, ge=1, description="score a random subset of the pool per round")
+    stopping: StoppingRule = Field(default_factory=StoppingRule,
+                                   description="end a run early when a criterion fires (target and convergence "
+                                               "on test accuracy); its reason is in results.csv")
 
     @model_validator(mode="after")
     def _budget_covers_initial(self) -> SimulationConfig:
@@ -93,6 +97,7 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path,
                 strategy_for(spec, config.batch, seed), data.x_train, data.y_train, data.x_test, data.y_test,
                 initial=config.initial, batch=config.batch, rounds=config.rounds, seed=seed,
                 pool_subsample=config.pool_subsample, label=label, on_round=on_round,
+                stopping=config.stopping if config.stopping.active() else None,
             )
     return write_report(results, data.class_names, config.target, out_dir, title=_title(config, data))
 
@@ -106,9 +111,19 @@ def write_report(results: list[RoundResult], class_names: list[str], target: flo
     csv_path = write_csv(results, class_names, out / "results.csv")
     png_path = plot_curves(results, target, out / "learning_curve.png", title=title)
     table_path = out / "summary.md"
-    text = summary_markdown(summary, target, max(r.labels for r in results))
+    text = summary_markdown(summary, target, max(r.labels for r in results)) + stop_lines(results)
     atomic_write(table_path, lambda fh: fh.write(text.encode()))
     return SimulationResult(results, summary, csv_path, png_path, table_path)
+
+
+def stop_lines(results: list[RoundResult]) -> str:
+    """Markdown lines naming the runs a stopping criterion ended early, and why ('' when none did)."""
+    stopped = [r for r in results if r.stop_reason]
+    if not stopped:
+        return ""
+    lines = ["", "Stopped early by the stopping rule:", ""]
+    lines += [f"- {r.strategy}, seed {r.seed}, at {r.labels} labels: {r.stop_reason}" for r in stopped]
+    return "\n".join(lines) + "\n"
 
 
 def read_csv(path: str | Path) -> tuple[list[RoundResult], list[str]]:

@@ -183,3 +183,19 @@ def test_the_documented_simulation_configs_are_valid() -> None:
         config = SimulationConfig.model_validate_json(path.read_text())
         for spec in config.strategies:
             strategy_for(spec, config.batch, 0)  # every named strategy and parameter exists
+
+
+def test_a_stopping_rule_ends_runs_early_and_the_summary_says_why(digits_data, tmp_path) -> None:
+    """The simulator evaluates the configured stopping rule every round: a reachable target ends each run at
+    the first round whose test accuracy reaches it, and results.csv and summary.md carry the reason."""
+    config = SimulationConfig(strategies=[StrategySpec(name="margin")], seeds=3, initial=20, batch=10,
+                              budget=200, model_params={"committee": 1}, stopping={"target": 0.8})
+    result = run_simulation(config, tmp_path, dataset=digits_data)
+    for seed in range(3):
+        run = [r for r in result.results if r.seed == seed]
+        reached = [i for i, r in enumerate(run) if r.accuracy >= 0.8]
+        assert reached and len(run) == reached[0] + 1 < config.rounds + 1  # stopped at the first, early
+        assert run[-1].stop_reason.startswith("target:") and all(r.stop_reason is None for r in run[:-1])
+    assert "Stopped early by the stopping rule" in result.table_path.read_text()
+    rows = read_csv(result.csv_path)[0]
+    assert sum(1 for r in rows if r.stop_reason) == 3

@@ -90,7 +90,9 @@ class JobContext:
             fetcher.close()
 
     def progress(self, **values: Any) -> None:
-        """Put progress (phase, epoch, loss, ...) in the RQ job's meta (best effort: Redis may blink)."""
+        """Put progress (phase, epoch, loss, ...) in the RQ job's meta (best effort: Redis may blink); a job that
+        lost its lock stops here (LockLostError), at its next report, instead of training on for nothing."""
+        self.check_lock()
         if self.job is None:
             return
         self.job.meta.update({k: v for k, v in values.items() if v is not None})

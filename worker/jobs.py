@@ -11,6 +11,7 @@ import numpy as np
 
 from core.ls_client import LabelStudioError
 from core.queueing import enqueue
+from core.stopping import budget_spent, evaluate
 from core.tokens import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
 from worker.context import JobContext
 from worker.publish import publish
@@ -26,6 +27,10 @@ def retrain(project: int) -> dict[str, Any]:
     """Train a new version on all current annotations; then enqueue a rescore."""
 
     def body(ctx: JobContext) -> dict[str, Any]:
+        rule = ctx.project_settings.stopping
+        spent = budget_spent(ctx.store, rule)
+        if spent is not None:  # the order stays live; raising the budget trains again
+            return {"status": "stopped", "criterion": spent.criterion, "reason": spent.reason}
         taken = ctx.store.take_changes()
         try:
             result = train_version(ctx)
@@ -33,6 +38,7 @@ def retrain(project: int) -> dict[str, Any]:
             ctx.store.give_back_changes(taken)
             raise
         if result["status"] == "trained":
+            result["stopping"] = evaluate(ctx.store, rule, after=f"retrain {result['version']}")
             ctx.progress(phase="enqueue_rescore")
             result["rescore_job"] = enqueue(ctx.redis, ctx.settings.queue, "rescore", ctx.project,
                                             timeout=ctx.settings.job_timeout_s, reason=result["version"]).job_id

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from core.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
+from core.stopping import evaluate
 from worker.context import JobContext
 from worker.locking import LockLostError
 from worker.score import Scored
@@ -78,8 +79,10 @@ def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
     order = sorted(table, key=lambda t: table[t]["rank"])
     record = {"model_version": model_version, "version": scored.version, "publication": number,
               "strategy": scored.strategy.config(), "tasks": len(table), "top": order[:10],
-              "published_at": time.time(), "info": _jsonable(scored.ranking.info)}
+              "published_at": time.time(), "info": _jsonable(scored.ranking.info),
+              "max_uncertainty": float(np.max(scored.uncertainty())) if len(table) else None}
     store.set_published(record, table)
+    evaluate(store, settings.stopping, after=f"publication {model_version}")
     with ctx.phase("prune"):
         pruned = prune_versions(ctx, keep=settings.keep_versions)
     return {**record, "pruned": pruned}

@@ -7,17 +7,20 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from core.curves import learning_curve_png
 from core.model_cache import artifact_path, project_dir
+from core.project_settings import ProjectSettings
 from core.store import version_number
 from plugins.augment.synthesis import synthesize
 from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.kinds import TaskKind
 from plugins.models import build_model
+from plugins.models.base import ModelPlugin, Progress
 from plugins.models.artifact import ArtifactError, save_artifact
 from worker.context import JobContext
 
@@ -34,16 +37,35 @@ def holdout_split(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
 
 
-def _with_synthetic(ctx: JobContext, kind: TaskKind, x: np.ndarray, y: np.ndarray,
-                    salt: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
+def with_synthetic(settings: ProjectSettings, kind: TaskKind, x: np.ndarray, y: np.ndarray,
+                   salt: int) -> tuple[np.ndarray, np.ndarray, list[int]]:
     """(x, y) plus the synthetic items the project's augment rules make from them, and the count per rule."""
-    settings = ctx.project_settings
     if not settings.augment:
         return x, y, []
     rng = np.random.default_rng([settings.seed, salt])
     made = synthesize(x, y, settings.augment, list(kind.labels), rng,
                       multilabel=bool(kind.model_params().get("multilabel")))
     return np.concatenate([x, made.images]), np.concatenate([y, made.y]), made.counts
+
+
+def fit_and_measure(model: ModelPlugin, kind: TaskKind, settings: ProjectSettings, x: np.ndarray, y: np.ndarray,
+                    train_idx: np.ndarray, held_idx: np.ndarray, on_stage: Callable[[str], None] | None = None,
+                    progress: Progress | None = None) -> tuple[dict[str, Any], list[int]]:
+    """Fit on the training side (plus synthetic items), measure on the real held-out items, then fit on every
+    real item (plus synthetic ones); (metrics, synthetic items per augment rule of the final fit)."""
+    stage = on_stage or (lambda name: None)
+    metrics: dict[str, Any] = {}
+    if len(held_idx):  # measured on real held-out items only: synthetic ones join the training side
+        stage("train_holdout")
+        x_fit, y_fit, _ = with_synthetic(settings, kind, x[train_idx], y[train_idx], salt=1)
+        model.fit(x_fit, y_fit, progress=progress)
+        metrics = {**kind.metrics(y[held_idx], model.predict_proba(x[held_idx]), settings.label_threshold),
+                   "holdout_size": int(len(held_idx))}
+    stage("train_all")
+    x_all, y_all, synthetic = with_synthetic(settings, kind, x, y, salt=2)
+    fit_metrics = model.fit(x_all, y_all, progress=progress) or {}
+    metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
+    return metrics, synthetic
 
 
 def train_version(ctx: JobContext) -> dict[str, Any]:
@@ -71,18 +93,9 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         # the model's own 'phase' (e.g. which committee member) becomes 'step' beside the job's phase
         ctx.progress(**{("step" if k == "phase" else k): v for k, v in values.items()})
 
-    metrics: dict[str, Any] = {}
     with ctx.phase("train"):
-        if len(held_idx):  # measured on real held-out items only: synthetic ones join the training side
-            ctx.progress(phase="train_holdout")
-            x_fit, y_fit, _ = _with_synthetic(ctx, kind, x[train_idx], y[train_idx], salt=1)
-            model.fit(x_fit, y_fit, progress=on_progress)
-            metrics = {**kind.metrics(y[held_idx], model.predict_proba(x[held_idx]), settings.label_threshold),
-                       "holdout_size": int(len(held_idx))}
-        ctx.progress(phase="train_all")
-        x_all, y_all, synthetic = _with_synthetic(ctx, kind, x, y, salt=2)
-        fit_metrics = model.fit(x_all, y_all, progress=on_progress) or {}
-    metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
+        metrics, synthetic = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx,
+                                             on_stage=lambda name: ctx.progress(phase=name), progress=on_progress)
     store = ctx.store
     folder = project_dir(ctx.settings.model_dir, ctx.project)
     newest_on_disk = max((number for p in folder.glob("v*.pt") if (number := version_number(p.stem)) is not None),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -68,13 +69,20 @@ class StoppingRule(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    budget: int | None = Field(None, gt=0, description="stop once this many items are labeled")
-    target: float | None = Field(None, description="stop once the metric reaches this value")
-    min_gain: float | None = Field(None, gt=0,
+    budget: int | None = Field(None, gt=0, le=10**9, description="stop once this many items are labeled")
+    target: float | None = Field(None, allow_inf_nan=False,
+                                 description="stop once the metric (a project's: its kind's primary held-out "
+                                             "metric) reaches this value")
+    min_gain: float | None = Field(None, gt=0, allow_inf_nan=False,
                                    description="convergence: stop once the best metric gains less than this")
-    patience: int | None = Field(None, ge=1,
+    patience: int | None = Field(None, ge=1, le=10_000,
                                  description="convergence: how many measured rounds the gain is taken over")
-    max_uncertainty: float | None = Field(None, description="stop once the pool's max uncertainty is lower")
+    max_uncertainty: float | None = Field(None, ge=0, allow_inf_nan=False,
+                                          description="stop once the pool's largest uncertainty (nats) is lower")
+
+    def active(self) -> bool:
+        """Whether any criterion is set."""
+        return any(v is not None for v in self.model_dump().values())
 
     @model_validator(mode="after")
     def _convergence_needs_both(self) -> StoppingRule:
@@ -83,17 +91,32 @@ class StoppingRule(BaseModel):
         return self
 
 
-def should_stop(history: History, rule: StoppingRule) -> str | None:
-    """The reason of the first criterion of `rule` that fires (budget, target, convergence, uncertainty)."""
+@dataclass(frozen=True)
+class Stop:
+    """A criterion that fired: its name (budget, target, convergence, uncertainty) and why, in words."""
+
+    criterion: str
+    reason: str
+
+
+def first_stop(history: History, rule: StoppingRule) -> Stop | None:
+    """The first criterion of `rule` that fires (budget, target, convergence, uncertainty), or None."""
     if rule.budget is not None and budget_exhausted(history, rule.budget):
-        return f"budget: {history[-1].labels} labels >= budget {rule.budget}"
+        return Stop("budget", f"budget: {history[-1].labels} labels >= budget {rule.budget}")
     if rule.target is not None and target_reached(history, rule.target):
-        return f"target: metric {latest_metric(history):.4g} >= target {rule.target:g}"
+        return Stop("target", f"target: metric {latest_metric(history):.4g} >= target {rule.target:g}")
     convergence = rule.min_gain is not None and rule.patience is not None
     if convergence and converged(history, rule.min_gain, rule.patience):
         gain = best_metric_gain(history, rule.patience)
-        return (f"converged: the best metric gained {gain:.3g} < min_gain {rule.min_gain:g} "
-                f"over the last {rule.patience} rounds")
+        return Stop("convergence", f"converged: the best metric gained {gain:.3g} < min_gain "
+                                   f"{rule.min_gain:g} over the last {rule.patience} rounds")
     if rule.max_uncertainty is not None and uncertainty_below(history, rule.max_uncertainty):
-        return f"uncertainty: max uncertainty {latest_uncertainty(history):.3g} < {rule.max_uncertainty:g}"
+        return Stop("uncertainty", f"uncertainty: max uncertainty {latest_uncertainty(history):.3g} < "
+                                   f"{rule.max_uncertainty:g}")
     return None
+
+
+def should_stop(history: History, rule: StoppingRule) -> str | None:
+    """The reason of the first criterion of `rule` that fires (budget, target, convergence, uncertainty)."""
+    stop = first_stop(history, rule)
+    return stop.reason if stop else None

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from plugins.strategies.stopping import (
+from plugins.stopping import (
     RoundRecord,
     StoppingRule,
     budget_exhausted,
