@@ -6,6 +6,11 @@ from functools import lru_cache
 from xml.etree import ElementTree
 
 from label_studio_sdk.label_interface import LabelInterface
+from label_studio_sdk.label_interface.interface import (
+    LabelStudioValidationErrorSentryIgnored,
+    LabelStudioXMLSyntaxErrorSentryIgnored,
+    LSConfigParseException,
+)
 
 from plugins.kinds import LabelConfig, Tag, TaskKind, UnsupportedConfigError, kind_for
 
@@ -18,9 +23,10 @@ def parse_config(label_config: str) -> LabelConfig:
         raise UnsupportedConfigError("the project has no labeling config")
     try:
         interface = LabelInterface(label_config)
-    except Exception as exc:  # noqa: BLE001 (the SDK raises lxml, KeyError or its own errors for broken XML)
+        values = _label_values(label_config)
+    except (LabelStudioXMLSyntaxErrorSentryIgnored, LabelStudioValidationErrorSentryIgnored, LSConfigParseException,
+            ElementTree.ParseError, ValueError, KeyError) as exc:
         raise UnsupportedConfigError(f"the labeling config is not valid XML: {exc}") from None
-    values = _label_values(label_config)
     controls = tuple(Tag(c.tag.lower(), str(c.name), tuple(str(t) for t in c.to_name or ()), None,
                          values.get(str(c.name), tuple(str(label) for label in c.labels)), dict(c.attr or {}))
                      for c in interface.controls)
@@ -31,7 +37,7 @@ def parse_config(label_config: str) -> LabelConfig:
 
 def _label_values(label_config: str) -> dict[str, tuple[str, ...]]:
     """Each named tag's children's `value`s in config order, duplicates kept (the SDK folds them into one)."""
-    root = ElementTree.fromstring(label_config)  # the SDK parsed it already: well-formed
+    root = ElementTree.fromstring(label_config)
     return {str(tag.get("name")): tuple(str(child.get("value")) for child in tag if child.get("value") is not None)
             for tag in root.iter() if tag.get("name") and len(tag)}
 

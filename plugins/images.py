@@ -12,6 +12,7 @@ so 65535 -> 255 and 0 -> 0 for every image alike; the image's own range is never
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -145,8 +146,8 @@ def _orientation(im: Image.Image) -> int:
     try:
         value = im.getexif().get(_ORIENTATION_TAG, 1)
         return int(value) if int(value) in range(1, 9) else 1
-    except Exception:  # a damaged EXIF block must not cost an otherwise readable image
-        return 1
+    except (OSError, SyntaxError, ValueError, TypeError, KeyError, struct.error):  # a damaged EXIF block must
+        return 1  # not cost an otherwise readable image
 
 
 def _check_size(width: int, height: int, max_pixels: int, source: str) -> None:
@@ -166,8 +167,8 @@ def header_pixels(data: bytes) -> int | None:
     try:
         with Image.open(io.BytesIO(data)) as im:
             return int(im.width) * int(im.height)
-    except Exception:  # noqa: BLE001 (any unreadable header: decode_image reports why)
-        return None
+    except (OSError, SyntaxError, ValueError, struct.error, Image.DecompressionBombError):  # decode_image
+        return None  # reports why
 
 
 def _shrink_on_decode(im: Image.Image, target: tuple[int, int] | None) -> Image.Image:
