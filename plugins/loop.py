@@ -13,7 +13,6 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from plugins.models import ModelPlugin
 from plugins.strategies import Strategy
-from plugins.strategies._kernels import entropy as _entropy
 from plugins.stopping import RoundRecord, StoppingRule, should_stop
 
 # Training metrics of each round's fit kept in the results (NaN where a model does not report one), to
@@ -135,4 +134,7 @@ def run_loop(
 
 def _entropy_max(probs: np.ndarray | torch.Tensor) -> float:
     """The largest predictive entropy in the pool (the seeds' max-uncertainty stopping signal)."""
-    return float(_entropy(torch.as_tensor(np.asarray(probs))).max()) if len(probs) else 0.0
+    if not len(probs):
+        return 0.0
+    p = np.clip(np.asarray(probs, dtype=np.float64), 1e-12, 1.0)
+    return float((-(p * np.log(p)).sum(axis=1)).max())

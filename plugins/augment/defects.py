@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 from pydantic import Field
 
-from plugins.augment import (
+from plugins.augment.base import (
     AUGMENTATIONS,
     WEIGHT_EPS,
     AugmentParams,

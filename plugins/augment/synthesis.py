@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from plugins.augment import Augmentation, build_augmentation, check_image
+from plugins.augment.base import Augmentation, build_augmentation, check_image
 from plugins.specs import SynthesisRule
 from plugins.strategies import InvalidParamsError
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from plugins.augment import MIN_SIZE, Augmentation, build_augmentation, check_image
+from plugins.augment.base import MIN_SIZE, Augmentation, build_augmentation, check_image
 from plugins.strategies import InvalidParamsError
 
 
