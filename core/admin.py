@@ -193,7 +193,8 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: 
         "settings_stored": store.stored_settings() is not None,
         "current_version": store.current_version(),
         "versions": [{k: v.get(k) for k in ("version", "created_at", "labeled", "metrics", "model", "class_counts",
-                                              "warm_start")} for v in versions],
+                                              "warm_start", "kind", "primary_metric", "augmentation")}
+                     for v in versions],
         "published": published,
         "labeled": info.get("labeled"), "unlabeled": info.get("unlabeled"),
         "changes_since_training": store.pending_changes(),
