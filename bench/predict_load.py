@@ -48,33 +48,16 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _harness import BenchError, Stops, pct, run_main, say, table
-from stack.demo import LABEL_CONFIG, prepare_digits
-from stack.processes import ManagedProcess, free_port, lsal_command, lsal_env, redis_process, wait_for_redis
+from stack.annotator import DIGITS_LABEL_CONFIG
+from stack.digits import prepare_digits
+from stack.images import ImageServer
+from stack.processes import ManagedProcess, Stops, free_port, lsal_command, lsal_env, redis_process, wait_for_redis
+from stack.runs import BenchError, pct, run_main, say, table
+from stack.settings import FAST_SETTINGS
 
 PROJECT = 1
 TASKS_PER_REQUEST = 8
 N_SERVED = 512  # digits served as images (the model is trained on the other 1,285)
-
-# a quiet threaded http.server for a folder, run as a child process (own GIL, stopped by PID)
-# HTTP/1.1 keep-alive, TCP_NODELAY and a listen backlog of 256: with http.server's defaults (HTTP/1.0,
-# backlog 5) the 64 concurrent image fetches of 8 clients overflow the backlog and wait for TCP's 1 s SYN
-# retransmit; keep-alive without TCP_NODELAY waits ~40 ms per image for a delayed ACK (headers and body
-# leave in two writes)
-_IMAGE_SERVER = """
-import functools, http.server, sys
-class Quiet(http.server.SimpleHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-    def log_message(self, *args):
-        pass
-class Server(http.server.ThreadingHTTPServer):
-    request_queue_size = 256
-server = Server(("127.0.0.1", int(sys.argv[1])), functools.partial(Quiet, directory=sys.argv[2]))
-server.daemon_threads = True
-server.serve_forever()
-"""
-
 
 # --------------------------------------------------------------------------------------------------------
 # Load
@@ -99,7 +82,7 @@ def request_bodies(urls: list[str]) -> list[bytes]:
     for start in range(0, len(urls) - TASKS_PER_REQUEST + 1, TASKS_PER_REQUEST):
         tasks = [{"id": 1000 + start + k, "data": {"image": urls[start + k]}} for k in range(TASKS_PER_REQUEST)]
         bodies.append(json.dumps({"tasks": tasks, "project": f"{PROJECT}.1700000000",
-                                  "label_config": LABEL_CONFIG}).encode())
+                                  "label_config": DIGITS_LABEL_CONFIG}).encode())
     return bodies
 
 
@@ -302,14 +285,12 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
 
     # images: the first N_SERVED shuffled digits as PNG files; the rest (preprocessed as the worker does) train
     data = prepare_digits(workdir / "images", N_SERVED, seed=0)
-    image_port = free_port()
-    images = ManagedProcess("image server", [sys.executable, "-c", _IMAGE_SERVER, str(image_port),
-                                             str(workdir / "images")], logs / "images.log")
+    # in a child process of its own (own GIL: the load's client threads would slow it down otherwise)
+    images = ImageServer(workdir / "images", in_process=False, log_path=logs / "images.log")
     stops.add("the image server", images.stop)
     images.start()
-    image_host = f"127.0.0.1:{image_port}"
-    images.wait_http(f"http://{image_host}/{data.files[0].name}", timeout=30)
-    urls = [f"http://{image_host}/{p.name}" for p in data.files]
+    image_host = images.host
+    urls = images.urls(data.files)
 
     redis_port = free_port()
     (workdir / "redis").mkdir(parents=True, exist_ok=True)
@@ -324,15 +305,15 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     say(f"redis-server pid {redis_proc.pid} on port {redis_port}; image server pid {images.pid} at {image_host}")
 
     # the model: logistic regression on the digits not served, registered as project 1's v1
-    model = build_model("logistic", 10, committee=1)
+    fast = ProjectSettings(**FAST_SETTINGS)
+    model = build_model(fast.model.name, 10, **fast.model.params)
     model.fit(data.test_x, data.test_y)
     shutil.rmtree(model_dir, ignore_errors=True)
     artifact = model_dir / f"project-{PROJECT}" / "v1.pt"
     artifact.parent.mkdir(parents=True)
     save_artifact(artifact, model, label_map=[str(d) for d in range(10)], metrics={})
     store = ProjectStore(redis, PROJECT)
-    store.set_settings(ProjectSettings(model={"name": "logistic", "params": {"committee": 1}}, image_size=8,
-                                       channels=1))
+    store.set_settings(fast)
     store.add_version({"version": "v1", "path": str(artifact), "labeled": len(data.test_y), "created_at": time.time()})
     say(f"model v1 trained on {len(data.test_y)} digits, saved to {artifact} ({artifact.stat().st_size} bytes)")
 

@@ -13,14 +13,11 @@ synthetic inputs of 200k and 1M items. Label Studio is not needed: nothing here 
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import io
 import json
 import os
 import sys
 import tempfile
-import threading
 import time
 import multiprocessing as mp
 from pathlib import Path
@@ -29,38 +26,28 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from PIL import Image  # noqa: E402
 from redis import Redis  # noqa: E402
 from sklearn.datasets import load_digits  # noqa: E402
 
 from core.artifact_store import LocalArtifactStore  # noqa: E402
 from core.project_settings import ProjectSettings  # noqa: E402
 from core.queueing import queue_for  # noqa: E402
-from stack.processes import ManagedProcess, free_port, lsal_command, redis_process, wait_for_redis  # noqa: E402
 from core.store import ProjectStore  # noqa: E402
 from plugins.models import build_model  # noqa: E402
 from plugins.models.artifact import save_artifact  # noqa: E402
 from plugins.strategies import build_strategy  # noqa: E402
+from stack.digits import N_DIGITS, write_digits  # noqa: E402
+from stack.images import ImageServer  # noqa: E402
+from stack.processes import ManagedProcess, free_port, lsal_command, redis_process, wait_for_redis  # noqa: E402
 from worker.shards import merge_order, shard_key  # noqa: E402
 
 PROJECT = 1
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args):  # noqa: D102
-        pass
-
-
-def make_images(folder: Path, n_unique: int = 1797) -> list[str]:
-    """The bundled digits as PNG files (the pool cycles through them: 200k distinct files add nothing)."""
-    digits = load_digits()
-    folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for i in range(min(n_unique, len(digits.images))):
-        name = f"d{i:05d}.png"
-        Image.fromarray(np.rint(digits.images[i] * 255 / 16).astype(np.uint8)).save(folder / name)
-        names.append(name)
-    return names
+def make_images(folder: Path, n_unique: int = N_DIGITS) -> list[str]:
+    """The bundled digits as 8x8 PNG files (the pool cycles through them: 200k distinct files add nothing)."""
+    paths, _ = write_digits(folder, range(min(n_unique, N_DIGITS)), scale=1, name="d{:05d}.png")
+    return [p.name for p in paths]
 
 
 def run_config(workers: int, pool: list[list], args, env: dict, redis: Redis, workdir: Path) -> dict:
@@ -145,10 +132,8 @@ def main() -> None:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="lsal-scaling-"))
     names = make_images(workdir / "img")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(workdir / "img")))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    server = ImageServer(workdir / "img").start()
+    base = server.base_url
     port = free_port()
     redis_proc = redis_process(workdir, port).start()
     results, merges = [], []
@@ -177,7 +162,7 @@ def main() -> None:
             merges.append(badge_merge_memory(n))
     finally:
         redis_proc.stop()
-        server.shutdown()
+        server.stop()
     one = results[0]["wall_s"] if results else 1.0
     print(f"\nsharded rescoring, {args.tasks} tasks, shards of {args.shard}, strategy BALD (5-member committee), "
           f"{os.cpu_count()} CPU cores")

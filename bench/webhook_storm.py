@@ -43,48 +43,26 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _harness import T0, BenchError, Stops, pct, run_main, say, table
-from stack.demo import LABEL_CONFIG, ImageServer, prepare_digits
 from core.queueing import fetch_job, pending_key, queue_for
+from stack.annotator import DIGITS_LABEL_CONFIG, Annotator, LabelStudio
+from stack.digits import prepare_digits
+from stack.http import Client, secret_auth
+from stack.images import ImageServer
 from stack.processes import (
     DEFAULT_LS_BIN,
-    LabelStudioServer,
     ManagedProcess,
+    Stops,
     free_port,
     lsal_command,
     lsal_env,
     redis_process,
     wait_for_redis,
 )
+from stack.runs import T0, BenchError, pct, run_main, say, table
+from stack.settings import service_env
 
-# the end-to-end tests' fast settings: logistic regression on 8x8 grayscale digits
-FAST_DEFAULTS = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
-                 "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10, "holdout_fraction": 0.2}
 QUEUE = "lsal"
 GOAL_P99_MS = 50.0
-
-
-# --------------------------------------------------------------------------------------------------------
-# HTTP helpers
-# --------------------------------------------------------------------------------------------------------
-
-
-class Api:
-    def __init__(self, base_url: str, headers: dict[str, str], name: str) -> None:
-        self.name = name
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=60.0)
-
-    def call(self, method: str, path: str, what: str, **kw: Any) -> Any:
-        try:
-            r = self.http.request(method, path, **kw)
-        except httpx.HTTPError as exc:
-            raise BenchError(f"{what}: cannot reach {self.name} ({type(exc).__name__}: {exc})") from None
-        if not r.is_success:
-            raise BenchError(f"{what}: {self.name} answered HTTP {r.status_code} {r.text[:500]}")
-        return r.json() if r.content else None
-
-    def close(self) -> None:
-        self.http.close()
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -294,34 +272,27 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, alive: Callabl
         time.sleep(interval)
 
 
-def create_project(ls: Api, admin: Api, backend_url: str, title: str, urls: list[str], secret: str,
+def create_project(ls: Annotator, admin: Client, backend_url: str, title: str, urls: list[str], secret: str,
                    alive: Callable[[], None]) -> tuple[int, dict[int, str]]:
     """A digits project with one task per URL, connected to the backend; (id, {task id: url})."""
-    project = ls.call("POST", "/api/projects/", "create a project",
-                      json={"title": title, "label_config": LABEL_CONFIG})["id"]
-    ls.call("POST", f"/api/projects/{project}/import", "import tasks", json=[{"image": u} for u in urls])
-    tasks = ls.call("GET", "/api/tasks/", "list tasks", params={"project": project, "page_size": len(urls) + 10})
-    tasks = {t["id"]: t["data"]["image"] for t in tasks["tasks"]}
+    project = ls.create_project(title, DIGITS_LABEL_CONFIG)
+    ls.import_urls(project, urls)
+    tasks = {t["id"]: t["data"]["image"] for t in ls.tasks(project)}
     if len(tasks) != len(urls):
         raise BenchError(f"project {project}: Label Studio lists {len(tasks)} tasks, {len(urls)} imported")
-    ls.call("POST", "/api/ml", "connect the backend", json={
-        "project": project, "url": backend_url, "title": "lsal", "auth_method": "BASIC_AUTH",
-        "basic_auth_user": "lsal", "basic_auth_pass": secret})
+    ls.connect_ml_backend(project, backend_url, "lsal", secret)
     hook = f"{backend_url}/webhook"
     wait_for(lambda: admin.call("GET", f"/admin/projects/{project}/status", "status")["webhook_url"] == hook, 120,
              f"project {project}'s webhook registration", alive)
     return project, tasks
 
 
-def annotate(ls: Api, tasks: dict[int, str], truth: dict[str, str], n: int) -> list[dict[str, Any]]:
+def annotate(ls: Annotator, tasks: dict[int, str], truth: dict[str, str], n: int) -> list[dict[str, Any]]:
     """Annotate the first `n` tasks (by id) with their true class; per annotation its ids and POST times."""
     done = []
     for task in sorted(tasks)[:n]:
-        result = [{"from_name": "label", "to_name": "image", "type": "choices",
-                   "value": {"choices": [truth[tasks[task]]]}}]
         t_start = time.time()
-        ann = ls.call("POST", f"/api/tasks/{task}/annotations/", f"annotate task {task}",
-                      json={"result": result, "lead_time": 1.0})
+        ann = ls.annotate(task, truth[tasks[task]])
         done.append({"task": task, "annotation": ann["id"], "t_start": t_start, "t_done": time.time()})
     return done
 
@@ -374,7 +345,7 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     data = prepare_digits(workdir / "images", 2 * n_tasks, seed=0)
     images = ImageServer(workdir / "images").start()
     stops.add("the image server", images.stop)
-    urls = [images.url(p) for p in data.files]
+    urls = images.urls(data.files)
     truth = dict(zip(urls, data.labels))
 
     redis_port = free_port()
@@ -387,8 +358,8 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     redis_url = f"redis://127.0.0.1:{redis_port}/0"
     say(f"redis-server pid {redis_proc.pid} on port {redis_port}")
 
-    ls_server = LabelStudioServer(workdir / "label-studio", ls_bin=DEFAULT_LS_BIN, log_path=logs / "label-studio.log",
-                                  log_level="WARNING")
+    ls_server = LabelStudio(workdir / "label-studio", ls_bin=DEFAULT_LS_BIN, log_path=logs / "label-studio.log",
+                            log_level="WARNING")
     stops.add("Label Studio", ls_server.stop)
     fresh = not (ls_server.data_dir / "label_studio.sqlite3").exists()
     say("starting Label Studio" + (" (fresh data dir: migrations take ~40 s)" if fresh else ""))
@@ -400,10 +371,9 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
 
     port = free_port()
     backend_url = f"http://127.0.0.1:{port}"
-    env = lsal_env({"LABEL_STUDIO_URL": ls_server.url, "LABEL_STUDIO_API_KEY": ls_server.token, "REDIS_URL": redis_url,
-                "LSAL_SECRET": secret, "MODEL_DIR": str(workdir / "models"), "LSAL_IMAGE_HOSTS": images.host,
-                "LSAL_DEFAULTS": json.dumps(FAST_DEFAULTS), "OMP_NUM_THREADS": "1", "LSAL_RECONCILE_S": "0",
-                "PYTHONUNBUFFERED": "1"})
+    env = lsal_env(service_env(label_studio_url=ls_server.url, token=ls_server.token, redis_url=redis_url,
+                               secret=secret, model_dir=workdir / "models", image_hosts=images.host,
+                               OMP_NUM_THREADS="1", LSAL_RECONCILE_S="0"))
     backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                         "--log-level", "warning"), logs / "backend.log", env,
                              cwd=REPO, inherit_env=False)
@@ -425,9 +395,8 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
                 raise BenchError(f"{proc.name} exited with {proc.proc.returncode}; log {proc.log_path}:\n"
                                  f"{proc.log_tail()}")
 
-    ls = Api(ls_server.url, ls_server.headers, "Label Studio")
-    admin = Api(backend_url, {"X-LSAL-Secret": secret}, "the backend")
-    stops.add("HTTP clients", lambda: (ls.close(), admin.close()))
+    ls = ls_server.annotator(error=BenchError)
+    admin = Client(backend_url, secret_auth(secret), name="the backend", error=BenchError)
     jobs = Jobs(redis)
 
     names = {"A": (urls[:n_tasks], args.labels_a, args.count), "B": (urls[n_tasks:], args.labels_b, args.count_b)}
@@ -445,7 +414,7 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     say("waiting for the queue to be idle (retrains triggered by Label Studio's own webhooks)")
     wait_for(lambda: jobs.idle(ids), 600, "the queue to be idle before the storm", alive, interval=1.0)
     for pid, p in projects.items():
-        p["ls_count"] = ls.call("GET", f"/api/projects/{pid}", "read the project")["num_tasks_with_annotations"]
+        p["ls_count"] = ls.project(pid)["num_tasks_with_annotations"]
         p["events_before"] = admin.call("GET", f"/admin/projects/{pid}/status", "status")["events"].get(
             "ANNOTATION_CREATED", 0)
         p["versions_before"] = len(admin.call("GET", f"/admin/projects/{pid}/versions", "versions")["versions"])
@@ -480,7 +449,7 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
         if bad:
             failures.append(f"project {p['name']}: {len(bad)} webhooks not 2xx, e.g. {bad[0]}")
         span = max(s.done_at for s in mine) - min(s.sent_at for s in mine)
-        ls_count = ls.call("GET", f"/api/projects/{pid}", "read the project")["num_tasks_with_annotations"]
+        ls_count = ls.project(pid)["num_tasks_with_annotations"]
         if ls_count != p["ls_count"] or ls_count != len(p["annotations"]):
             failures.append(f"project {p['name']}: Label Studio counts {ls_count} annotated tasks, "
                             f"{len(p['annotations'])} were annotated")

@@ -15,28 +15,25 @@ its migrations (30-60 s) happen once; each run creates a fresh project.
 from __future__ import annotations
 
 import contextlib
-import http.server
-import json
 import secrets
 import shutil
-import signal
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
 from rich.console import Console
 
+from stack.annotator import DIGITS_DEMO_CONFIG, Annotator, LabelStudio
+from stack.digits import N_DIGITS, DigitData, prepare_digits
+from stack.http import Client, secret_auth
+from stack.images import ImageServer
 from stack.processes import (
     DEFAULT_LS_BIN,
-    LabelStudioServer,
     ManagedProcess,
     Stops,
     free_port,
@@ -46,11 +43,9 @@ from stack.processes import (
     redis_process,
     wait_for_redis,
 )
+from stack.runs import sigterm_as_interrupt
+from stack.settings import FAST_SETTINGS, service_env
 
-CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
-LABEL_CONFIG = (f'<View><Image name="image" value="$image"/><Choices name="label" toName="image" '
-                f'choice="single-radio" showInLine="true">{CHOICES}</Choices></View>')
-N_DIGITS = 1797  # scikit-learn's bundled digits
 MIN_HELD_OUT = 100
 ML_USER = "lsal"  # the basic-auth user of the ML backend connection; the password is LSAL_SECRET
 TASK_LOCK_TTL_S = 30  # a task handed out but not labeled returns to the order after this long
@@ -76,110 +71,8 @@ class DemoOptions:
 
     def defaults(self) -> dict[str, Any]:
         """LSAL_DEFAULTS: the settings of the demo project (a small, fast model on 8x8 grayscale)."""
-        return {"strategy": {"name": self.strategy}, "model": {"name": "logistic", "params": {"committee": 1}},
-                "image_size": 8, "channels": 1, "retrain_every": self.batch, "min_labels": min(10, self.batch)}
-
-
-# --------------------------------------------------------------------------------------------------------
-# Data: digits as PNG files (tasks) and as arrays (held-out test set)
-# --------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class DigitData:
-    files: list[Path]  # the task images, in import order
-    labels: list[str]  # the true class of each file
-    test_x: np.ndarray  # (N, 8, 8, 1) uint8, preprocessed exactly as the worker does
-    test_y: np.ndarray  # (N,) int
-
-
-def _pixels(image: np.ndarray) -> np.ndarray:
-    """An 8x8 digit (values 0..16) as a 32x32 uint8 grayscale image (4x nearest upscaling)."""
-    img = np.rint(image * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-    return np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)
-
-
-def prepare_digits(folder: Path, n_tasks: int, seed: int = 0, size: int = 8) -> DigitData:
-    """Write `n_tasks` shuffled digits as PNG files into `folder` (emptied first); the rest is the test set."""
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    from plugins.images import resize
-
-    digits = load_digits()
-    order = np.random.default_rng(seed).permutation(len(digits.target))
-    pool, held = order[:n_tasks], order[n_tasks:]
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
-    files = []
-    for i in pool:
-        path = folder / f"digit_{i:04d}.png"
-        Image.fromarray(_pixels(digits.images[i])).save(path)  # 2-D uint8: mode "L"
-        files.append(path)
-    # a PNG round trip is lossless, so decoding is skipped; the resize is the worker's
-    test_x = np.stack([resize(_pixels(digits.images[i]), (size, size)) for i in held])[..., None]
-    return DigitData(files=files, labels=[str(int(digits.target[i])) for i in pool], test_x=test_x,
-                     test_y=digits.target[held].astype(np.int64))
-
-
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
-class ImageServer:
-    """A folder served over HTTP on 127.0.0.1 (a free port) from a daemon thread."""
-
-    def __init__(self, folder: Path) -> None:
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                                      partial(_QuietHandler, directory=str(folder)))
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="demo-images", daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def url(self, path: Path) -> str:
-        return f"http://{self.host}/{path.name}"
-
-    def start(self) -> ImageServer:
-        self.thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self.thread.is_alive():
-            self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(timeout=5)
-
-
-# --------------------------------------------------------------------------------------------------------
-# HTTP
-# --------------------------------------------------------------------------------------------------------
-
-
-class Api:
-    """JSON over HTTP against one base URL; DemoError naming the call on failure."""
-
-    def __init__(self, base_url: str, headers: dict[str, str], name: str, timeout: float = 60.0) -> None:
-        self.name = name
-        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout)
-
-    def call(self, method: str, path: str, what: str, allow: tuple[int, ...] = (), **kwargs: Any) -> Any:
-        """The JSON answer (None when empty; the status code itself when it is in `allow`)."""
-        try:
-            r = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise DemoError(f"{what}: cannot reach {self.name} ({type(exc).__name__}: {exc})") from None
-        if r.status_code in allow:
-            return r.status_code
-        if not r.is_success:
-            raise DemoError(f"{what}: {self.name} answered HTTP {r.status_code} {r.text[:500]}")
-        return r.json() if r.content else None
-
-    def close(self) -> None:
-        self.http.close()
+        return {**FAST_SETTINGS, "strategy": {"name": self.strategy}, "retrain_every": self.batch,
+                "min_labels": min(10, self.batch)}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -201,23 +94,6 @@ def _token_from_db(data_dir: Path, username: str) -> str | None:
     return row[0] if row else None
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (so the cleanup runs) while the demo runs in the main thread."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise KeyboardInterrupt
-
-    old = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 class Demo:
     def __init__(self, options: DemoOptions, console: Console) -> None:
         self.o = options
@@ -227,7 +103,7 @@ class Demo:
         self.model_dir = self.workdir / "models"
         self.secret = secrets.token_hex(16)
         self.stack = Stops(warn=lambda text: console.print(f"[yellow]{text}[/yellow]"))
-        self.ls: LabelStudioServer | None = None
+        self.ls: LabelStudio | None = None
         self.backend: ManagedProcess | None = None
         self.worker: ManagedProcess | None = None
         self.backend_url = ""
@@ -306,8 +182,8 @@ class Demo:
 
         data_dir = self.workdir / "label-studio"
         fresh = not (data_dir / "label_studio.sqlite3").exists()
-        ls = LabelStudioServer(data_dir, port=o.ls_port, ls_bin=o.ls_bin, log_path=self.logs / "label-studio.log",
-                               task_lock_ttl=TASK_LOCK_TTL_S, log_level="WARNING")
+        ls = LabelStudio(data_dir, port=o.ls_port, ls_bin=o.ls_bin, log_path=self.logs / "label-studio.log",
+                         task_lock_ttl=TASK_LOCK_TTL_S, log_level="WARNING")
         self.ls = ls
         self.stack.add("Label Studio", ls.stop)
         what = ("starting Label Studio; first run in this workdir: migrating its database (30-60 s)" if fresh
@@ -322,12 +198,9 @@ class Demo:
 
         port = o.port or free_port()
         self.backend_url = f"http://127.0.0.1:{port}"
-        env = lsal_env({
-            "LABEL_STUDIO_URL": ls.url, "LABEL_STUDIO_API_KEY": ls.token,
-            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "LSAL_SECRET": self.secret,
-            "MODEL_DIR": str(self.model_dir), "LSAL_IMAGE_HOSTS": images.host,
-            "LSAL_DEFAULTS": json.dumps(self.o.defaults()), "PYTHONUNBUFFERED": "1",
-        })
+        env = lsal_env(service_env(label_studio_url=ls.url, token=ls.token,
+                                   redis_url=f"redis://127.0.0.1:{redis_port}/0", secret=self.secret,
+                                   model_dir=self.model_dir, image_hosts=images.host, defaults=self.o.defaults()))
         self.backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                                  "--log-level", "warning"),
                                       self.logs / "backend.log", env, inherit_env=False)
@@ -355,7 +228,7 @@ class Demo:
         with Redis(host="127.0.0.1", port=redis_port, socket_timeout=2) as r:
             return Worker.count(connection=r)
 
-    def _check_token(self, ls: LabelStudioServer) -> None:
+    def _check_token(self, ls: LabelStudio) -> None:
         """The demo token works on a data dir this demo created; on one created otherwise, the admin's own
         token is read from the database."""
         if ls.token_works():
@@ -369,34 +242,28 @@ class Demo:
                         "(or its legacy API tokens are off). Remove that folder or choose another --workdir.")
 
     # -- the project --------------------------------------------------------------------------------------
-    def create_project(self, data: DigitData) -> tuple[Api, Api, dict[int, str]]:
+    def create_project(self, data: DigitData) -> tuple[Annotator, Client, dict[int, str]]:
         ls, o = self.ls, self.o
-        api = Api(ls.url, ls.headers, "Label Studio")
-        admin = Api(self.backend_url, {"X-LSAL-Secret": self.secret}, "the lsal backend")
+        api = ls.annotator(error=DemoError)
+        admin = Client(self.backend_url, secret_auth(self.secret), name="the lsal backend", error=DemoError)
         title = f"lsal demo {datetime.now():%Y-%m-%d %H:%M:%S}"
-        self.project = api.call("POST", "/api/projects/", "create the project", json={
-            "title": title, "label_config": LABEL_CONFIG,
-            "description": f"scikit-learn digits; strategy {o.strategy}; created by `lsal demo`"})["id"]
-        urls = [self.images.url(p) for p in data.files]
-        api.call("POST", f"/api/projects/{self.project}/import", "import the tasks",
-                 json=[{"image": u} for u in urls])
-        listed = api.call("GET", "/api/tasks/", "list the tasks",
-                          params={"project": self.project, "page_size": len(urls) + 10})
+        self.project = api.create_project(title, DIGITS_DEMO_CONFIG,
+                                          f"scikit-learn digits; strategy {o.strategy}; created by `lsal demo`")
+        urls = self.images.urls(data.files)
+        api.import_urls(self.project, urls)
         truth = dict(zip(urls, data.labels))
-        tasks = {t["id"]: truth[t["data"]["image"]] for t in listed["tasks"]}
+        tasks = {t["id"]: truth[t["data"]["image"]] for t in api.tasks(self.project)}
         if len(tasks) != len(urls):
             raise DemoError(f"Label Studio lists {len(tasks)} tasks, {len(urls)} were imported")
 
         # connect the backend as an admin does in Settings -> Model (basic auth: Start Training works too)
-        api.call("POST", "/api/ml", "connect the backend to the project", json={
-            "project": self.project, "url": self.backend_url, "title": "lsal", "auth_method": "BASIC_AUTH",
-            "basic_auth_user": ML_USER, "basic_auth_pass": self.secret})
+        api.connect_ml_backend(self.project, self.backend_url, ML_USER, self.secret)
         hook = f"{self.backend_url}/webhook"
         with self.waiting("waiting for the backend to register its webhook"):
             self._wait(lambda status: status["webhook_url"] == hook, 120, "the webhook registration", admin)
         return api, admin, tasks
 
-    def _status(self, admin: Api) -> dict[str, Any]:
+    def _status(self, admin: Client) -> dict[str, Any]:
         return admin.call("GET", f"/admin/projects/{self.project}/status", "read the project status")
 
     def _alive(self) -> None:
@@ -405,7 +272,7 @@ class Demo:
                 code = proc.proc.returncode if proc.proc else "?"
                 raise DemoError(f"{proc.name} exited with {code}; log {proc.log_path}:\n{proc.log_tail()}")
 
-    def _wait(self, predicate: Callable[[dict], Any], timeout: float, what: str, admin: Api,
+    def _wait(self, predicate: Callable[[dict], Any], timeout: float, what: str, admin: Client,
               progress: Callable[[dict], None] | None = None) -> Any:
         """Poll the project status until `predicate(status)` is truthy; DemoError when a process died, a job
         failed or time ran out."""
@@ -437,21 +304,18 @@ class Demo:
         predicted = np.asarray(artifact.label_map)[probs.argmax(axis=1)]
         return float(np.mean(predicted == data.test_y.astype(str)))
 
-    def label(self, api: Api, truth: dict[int, str], count: int) -> int:
+    def label(self, api: Annotator, truth: dict[int, str], count: int) -> int:
         """Label up to `count` tasks in Label Studio's order; how many were labeled."""
         done = 0
         for _ in range(count):
-            task = api.call("GET", f"/api/projects/{self.project}/next", "ask for the next task", allow=(404,))
-            if task == 404:  # nothing left to label
+            task = api.next_task(self.project)
+            if task is None:  # nothing left to label
                 break
-            result = [{"from_name": "label", "to_name": "image", "type": "choices",
-                       "value": {"choices": [truth[task["id"]]]}}]
-            api.call("POST", f"/api/tasks/{task['id']}/annotations/", f"annotate task {task['id']}",
-                     json={"result": result, "lead_time": 2.0})
+            api.annotate(task, truth[task["id"]], lead_time=2.0)
             done += 1
         return done
 
-    def _wait_for_publication(self, admin: Api, what: str, previous: str | None) -> str:
+    def _wait_for_publication(self, admin: Client, what: str, previous: str | None) -> str:
         """Wait until the worker published a version other than `previous`; that version."""
         t0 = time.monotonic()
         text = f"{what}; waiting for the worker to retrain and publish"
@@ -469,7 +333,7 @@ class Demo:
 
             return self._wait(new_version, self.o.round_timeout_s, f"a new version ({what})", admin, progress)
 
-    def run_rounds(self, api: Api, admin: Api, truth: dict[int, str], data: DigitData) -> list[dict]:
+    def run_rounds(self, api: Annotator, admin: Client, truth: dict[int, str], data: DigitData) -> list[dict]:
         o = self.o
         labels, results = 0, []
         published = (self._status(admin).get("published") or {}).get("version")
@@ -497,7 +361,7 @@ class Demo:
         self.check()
         self.say(f"lsal demo: Label Studio + lsal serve + lsal worker on 127.0.0.1, workdir {self.workdir}")
         try:
-            with _sigterm_as_interrupt():
+            with sigterm_as_interrupt():
                 data = self.start()
                 api, admin, truth = self.create_project(data)
                 ls = self.ls

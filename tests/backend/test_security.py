@@ -35,6 +35,7 @@ from core.model_cache import artifact_path
 from core.project_settings import ProjectSettings
 from backend.serving import serve_options
 from stack.processes import free_port
+from stack.settings import FAST_SETTINGS
 from core.store import ProjectStore
 from plugins.images import ImageLoadError
 from plugins.models import build_model
@@ -44,7 +45,6 @@ SECRET = "s3cret-for-tests-only"
 AUTH = {"X-LSAL-Secret": SECRET}
 CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
 CONFIG = f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}</Choices></View>'
-DEFAULTS = {"model": {"name": "logistic", "params": {"committee": 1}}, "image_size": 8, "channels": 1}
 
 
 def _deep(depth: int) -> str:
@@ -79,7 +79,7 @@ def image_dir(tmp_path):
 def served(settings_factory, redis_url, image_dir):
     """An app whose project 5 serves a logistic digits model, images from the image_dir server."""
     base, _ = image_dir
-    settings = settings_factory(image_hosts=[base.split("//")[1]], defaults=ProjectSettings(**DEFAULTS))
+    settings = settings_factory(image_hosts=[base.split("//")[1]], defaults=ProjectSettings(**FAST_SETTINGS))
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -409,7 +409,7 @@ def test_one_requests_slow_images_do_not_hold_up_another_request(served, setting
     _, _, base_settings = served
     base, _ = image_dir
     settings = settings_factory(image_hosts=[slow_server, base.split("//")[1]], image_timeout_s=3.0,
-                                defaults=ProjectSettings(**DEFAULTS))
+                                defaults=ProjectSettings(**FAST_SETTINGS))
     client = TestClient(create_app(settings))
     slow = {"tasks": [{"id": i, "data": {"image": f"http://{slow_server}/{i}.png"}} for i in range(16)],
             "project": 5, "label_config": CONFIG}
@@ -432,7 +432,7 @@ def test_a_request_decodes_at_most_its_pixel_budget(served, settings_factory, im
     base, folder = image_dir
     Image.new("L", (300, 300)).save(folder / "big.png")
     settings = settings_factory(image_hosts=[base.split("//")[1]], request_max_pixels=200_000,
-                                defaults=ProjectSettings(**DEFAULTS))
+                                defaults=ProjectSettings(**FAST_SETTINGS))
     client = TestClient(create_app(settings))
     tasks = [{"id": i, "data": {"image": f"{base}/big.png"}} for i in range(4)]
     results = client.post("/predict", json={"tasks": tasks, "project": 5, "label_config": CONFIG}).json()["results"]

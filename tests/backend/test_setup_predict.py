@@ -18,10 +18,10 @@ from core.model_cache import artifact_path
 from core.store import ProjectStore
 from plugins.models import build_model
 from plugins.models.artifact import save_artifact
+from stack.settings import FAST_SETTINGS
 
 CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
 CONFIG = f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}</Choices></View>'
-DEFAULTS = {"model": {"name": "logistic", "params": {"committee": 1}}, "image_size": 8, "channels": 1}
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -52,7 +52,7 @@ def served(settings_factory, redis_url, images, tmp_path):
     base, _ = images
     from core.project_settings import ProjectSettings
 
-    settings = settings_factory(image_hosts=[base.split("//")[1]], defaults=ProjectSettings(**DEFAULTS))
+    settings = settings_factory(image_hosts=[base.split("//")[1]], defaults=ProjectSettings(**FAST_SETTINGS))
     digits = load_digits()
     x = np.rint(digits.images[100:300] * 255 / 16).astype(np.uint8)[..., None]
     model = build_model("logistic", 10, committee=1)
@@ -161,7 +161,7 @@ def test_images_over_the_size_cap_are_skipped_with_a_reason(settings_factory, re
 
     base, _ = images
     small = settings_factory(image_hosts=[base.split("//")[1]], image_max_bytes=50,
-                             defaults=ProjectSettings(**DEFAULTS))
+                             defaults=ProjectSettings(**FAST_SETTINGS))
     client = TestClient(create_app(small))
     out = client.post("/predict", json={"tasks": [{"id": 1, "data": {"image": f"{base}/0.png"}}], "project": 5,
                                         "label_config": CONFIG}).json()

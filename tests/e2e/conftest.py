@@ -1,11 +1,15 @@
 """Fixtures for end-to-end tests against a real Label Studio (installed in `.ls-venv` by
-`.ci/setup-label-studio`), run by `stack.processes.LabelStudioServer` (the demo runs it the same way).
+`.ci/setup-label-studio`). The harness is the stack's own (`stack/`): Label Studio runs as
+`stack.annotator.LabelStudio` (the demo and the benchmarks run it the same way), the steps an admin and an
+annotator take are `stack.annotator.Annotator`'s, the images are served by `stack.images.ImageServer` and
+the backend's defaults are `stack.settings.FAST_SETTINGS`.
 
 * `ls_template` (session): starts Label Studio once on an empty data dir, so the ~40 s of migrations and
   the creation of the admin user, its organization and its API token happen once; then stops it and keeps
   the data dir as a template.
 * `label_studio` (function): a copy of the template, a Label Studio process of its own on a free port.
 * `digit_images` (function): the first 200 scikit-learn digits as PNG files behind a local HTTP server.
+* `stack_factory` (function): `lsal serve` + `lsal worker` processes for that Label Studio, as a `Stack`.
 
 Without `.ls-venv/bin/label-studio` every test here is skipped, unless LSAL_REQUIRE_E2E is set (CI), in
 which case they fail.
@@ -13,23 +17,24 @@ which case they fail.
 
 from __future__ import annotations
 
-import http.server
 import json as jsonlib
 import os
 import shutil
 import subprocess
-import threading
 import time
-import urllib.error
-import urllib.request
-from dataclasses import dataclass, field
-from functools import partial
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from stack.processes import DEFAULT_LS_BIN, LabelStudioServer, free_port
+from stack.annotator import DIGITS_LABEL_CONFIG, Annotator, LabelingInterface, LabelStudio
+from stack.digits import write_digits
+from stack.http import Client, Response, secret_auth
+from stack.images import ImageServer
+from stack.processes import DEFAULT_LS_BIN, ManagedProcess, free_port, lsal_command
+from stack.settings import FAST_SETTINGS, service_env
 
 REPO = Path(__file__).resolve().parents[2]
 LS_BIN = DEFAULT_LS_BIN
@@ -46,41 +51,6 @@ def free_port_factory():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# HTTP helper (the project's .venv has no `requests`)
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Response:
-    status: int
-    body: bytes
-    headers: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", errors="replace")
-
-    def json(self) -> Any:
-        return jsonlib.loads(self.body) if self.body else None
-
-
-def http_request(method: str, url: str, json: Any = None, headers: dict[str, str] | None = None,
-                 timeout: float = 30.0) -> Response:
-    """One HTTP request with urllib; returns the response whatever its status (no exception on 4xx/5xx)."""
-    data = None
-    hdrs = dict(headers or {})
-    if json is not None:
-        data = jsonlib.dumps(json).encode()
-        hdrs.setdefault("Content-Type", "application/json")
-    req = urllib.request.Request(url, data=data, headers=hdrs, method=method.upper())
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return Response(r.status, r.read(), dict(r.headers))
-    except urllib.error.HTTPError as e:
-        return Response(e.code, e.read(), dict(e.headers or {}))
-
-
-# ----------------------------------------------------------------------------------------------------------
 # Label Studio processes
 # ----------------------------------------------------------------------------------------------------------
 
@@ -94,33 +64,8 @@ def _require_label_studio() -> None:
     pytest.skip(reason)
 
 
-class LabelStudio(LabelStudioServer):
-    """A running Label Studio: `.url`, `.token`, `.headers`, `.log_path`, `.data_dir`, `.port`, and
-    `.request(method, path, json=None)` / `.get` / `.post` / `.patch` / `.delete` for its API."""
-
-    def __init__(self, data_dir: Path, log_path: Path):
-        super().__init__(data_dir, ls_bin=LS_BIN, log_path=log_path, task_lock_ttl=TASK_LOCK_TTL_S)
-
-    def request(self, method: str, path: str, json: Any = None, timeout: float = 60.0, **kw) -> Response:
-        url = path if path.startswith("http") else self.url + "/" + path.lstrip("/")
-        return http_request(method, url, json=json, headers={**self.headers, **kw.pop("headers", {})},
-                            timeout=timeout)
-
-    def get(self, path: str, **kw) -> Response:
-        return self.request("GET", path, **kw)
-
-    def post(self, path: str, json: Any = None, **kw) -> Response:
-        return self.request("POST", path, json=json, **kw)
-
-    def patch(self, path: str, json: Any = None, **kw) -> Response:
-        return self.request("PATCH", path, json=json, **kw)
-
-    def delete(self, path: str, json: Any = None, **kw) -> Response:
-        return self.request("DELETE", path, json=json, **kw)
-
-    def start(self, timeout: float = START_TIMEOUT_S) -> LabelStudio:
-        super().start(timeout)
-        return self
+def _label_studio(data_dir: Path, log_path: Path) -> LabelStudio:
+    return LabelStudio(data_dir, ls_bin=LS_BIN, log_path=log_path, task_lock_ttl=TASK_LOCK_TTL_S)
 
 
 @dataclass
@@ -133,7 +78,7 @@ class LabelStudioTemplate:
 def ls_template(tmp_path_factory) -> LabelStudioTemplate:
     _require_label_studio()
     root = tmp_path_factory.mktemp("ls-template")
-    ls = LabelStudio(root / "data", root / "label-studio.log")
+    ls = _label_studio(root / "data", root / "label-studio.log")
     t0 = time.monotonic()
     ls.start(timeout=TEMPLATE_TIMEOUT_S)
     try:
@@ -147,10 +92,12 @@ def ls_template(tmp_path_factory) -> LabelStudioTemplate:
 
 @pytest.fixture
 def label_studio(ls_template, tmp_path) -> LabelStudio:
-    """A fresh Label Studio (copy of the template data dir) on a free port, stopped after the test."""
+    """A fresh Label Studio (copy of the template data dir) on a free port, stopped after the test:
+    `.url`, `.token`, `.headers`, `.username`, `.data_dir`, `.log_path`, `.get` / `.post` / `.patch` /
+    `.delete` (a `stack.http.Response`) and `.annotator()`."""
     data_dir = tmp_path / "ls-data"
     shutil.copytree(ls_template.data_dir, data_dir)
-    ls = LabelStudio(data_dir, tmp_path / "label-studio.log").start()  # a taken port is retried on another
+    ls = _label_studio(data_dir, tmp_path / "label-studio.log").start(START_TIMEOUT_S)  # a taken port is retried
     try:
         yield ls
     finally:
@@ -171,11 +118,6 @@ class DigitImages:
     paths: list[Path]
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format, *args):
-        pass
-
-
 N_DIGITS = 200
 
 
@@ -183,34 +125,10 @@ N_DIGITS = 200
 def digit_images(tmp_path) -> DigitImages:
     """The first 200 scikit-learn digits as 32x32 grayscale PNGs (8x8 values 0..16 scaled to 0..255,
     upscaled 4x nearest), served over HTTP from 127.0.0.1; `.labels[i]` is the class of `.urls[i]`."""
-    import numpy as np
-    from PIL import Image
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
     folder = tmp_path / "digits"
-    folder.mkdir()
-    paths = []
-    for i in range(N_DIGITS):
-        img = np.rint(digits.images[i] * (255.0 / 16.0)).clip(0, 255).astype(np.uint8)
-        img = np.repeat(np.repeat(img, 4, axis=0), 4, axis=1)
-        path = folder / f"digit_{i:04d}.png"
-        Image.fromarray(img).save(path)  # 2-D uint8: mode "L"
-        paths.append(path)
-    labels = [str(int(y)) for y in digits.target[:N_DIGITS]]
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(_QuietHandler, directory=str(folder)))
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, name="digit-images", daemon=True)
-    thread.start()
-    base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield DigitImages(base_url=base_url, urls=[f"{base_url}/{p.name}" for p in paths], labels=labels,
-                          dir=folder, paths=paths)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    paths, labels = write_digits(folder, range(N_DIGITS))
+    with ImageServer(folder) as server:
+        yield DigitImages(base_url=server.base_url, urls=server.urls(paths), labels=labels, dir=folder, paths=paths)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -218,41 +136,47 @@ def digit_images(tmp_path) -> DigitImages:
 # ----------------------------------------------------------------------------------------------------------
 
 E2E_SECRET = "e2e-secret-0123456789"
-CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
-DIGITS_CONFIG = (f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}'
-                 '</Choices></View>')
-FAST_DEFAULTS = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
-                 "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10, "holdout_fraction": 0.2}
+DIGITS_CONFIG = DIGITS_LABEL_CONFIG
 
 
 class Stack:
-    """A running backend and worker(s) for one Label Studio and Redis, with the steps tests repeat."""
+    """A running backend and worker(s) for one Label Studio and Redis, with the steps tests repeat.
+
+    Label Studio steps go through `self.annotator` (`stack.annotator.Annotator`); `create_project` takes any
+    Choices-over-Image `label_config`, whose names `label` / `label_choices` then use (`self.interface`)."""
 
     def __init__(self, ls: LabelStudio, env: dict[str, str], port: int, tmp_path: Path) -> None:
-        from stack.processes import ManagedProcess, lsal_command
-
         self.ls, self.env, self.tmp_path = ls, env, tmp_path
         self.url = f"http://127.0.0.1:{port}"
         self.model_dir = Path(env["MODEL_DIR"])
         self.project: int | None = None
         self.labels: dict[str, str] = {}
+        self.interface = LabelingInterface.parse(DIGITS_CONFIG)
+        self.ml: dict[str, Any] = {}
         # the model connection's basic auth in Label Studio: any user with the secret, or BASIC_AUTH_USER/PASS
         self.ml_auth = (env.get("BASIC_AUTH_USER") or "lsal", env.get("BASIC_AUTH_PASS") or env["LSAL_SECRET"])
-        self.backend = ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
-                                                              "--log-level", "warning"), tmp_path / "backend.log", env)
-        self.workers: list = []
-        self.retired: list = []  # processes a restart replaced (their logs are checked too)
-        self._lsal_command = lsal_command
-        self._managed = ManagedProcess
+        self.backend = self._backend_process("backend.log")
+        self.workers: list[ManagedProcess] = []
+        self.retired: list[ManagedProcess] = []  # processes a restart replaced (their logs are checked too)
 
     @property
-    def worker(self):
+    def annotator(self) -> Annotator:
+        """Label Studio's REST API as its admin (failed steps raise AssertionError)."""
+        return self.ls.annotator(error=AssertionError)
+
+    @property
+    def worker(self) -> ManagedProcess:
         return self.workers[-1]
+
+    def _backend_process(self, log: str) -> ManagedProcess:
+        port = self.url.rsplit(":", 1)[1]
+        return ManagedProcess("backend", lsal_command("serve", "--host", "127.0.0.1", "--port", port,
+                                                      "--log-level", "warning"), self.tmp_path / log, self.env)
 
     def start_worker(self) -> None:
         n = len(self.workers) + len(self.retired)
-        self.workers.append(self._managed(f"worker{n}", self._lsal_command("worker", "--class", "simple"),
-                                          self.tmp_path / f"worker{n}.log", self.env).start())
+        self.workers.append(ManagedProcess(f"worker{n}", lsal_command("worker", "--class", "simple"),
+                                           self.tmp_path / f"worker{n}.log", self.env).start())
 
     def stop(self) -> None:
         for proc in (*self.workers, self.backend):
@@ -263,10 +187,8 @@ class Stack:
         self.stop()
         self.retired += [*self.workers, self.backend]
         self.env = {**self.env, **env}
-        n_workers, port = len(self.workers), self.url.rsplit(":", 1)[1]
-        self.backend = self._managed("backend", self._lsal_command("serve", "--host", "127.0.0.1", "--port", port,
-                                                                   "--log-level", "warning"),
-                                     self.tmp_path / f"backend{len(self.retired)}.log", self.env)
+        n_workers = len(self.workers)
+        self.backend = self._backend_process(f"backend{len(self.retired)}.log")
         self.backend.start()
         self.workers = []
         for _ in range(n_workers):
@@ -277,13 +199,13 @@ class Stack:
         return "".join(f"\n{p.name} log:\n{p.log_tail()}" for p in (*self.workers, self.backend))
 
     def lsal(self, *args: str, **env: str) -> subprocess.CompletedProcess:
-        return subprocess.run(self._lsal_command(*args), env={**os.environ, **self.env, **env},
+        return subprocess.run(lsal_command(*args), env={**os.environ, **self.env, **env},
                               capture_output=True, text=True, timeout=180)
 
     def admin(self, path: str, method: str = "GET", json: Any = None) -> Any:
-        r = http_request(method, f"{self.url}/admin/projects/{path}", json=json,
-                         headers={"X-LSAL-Secret": self.env["LSAL_SECRET"]}, timeout=30)
-        assert r.status < 300, f"admin {path}: HTTP {r.status} {r.text[:300]}"
+        r = Client(self.url, secret_auth(self.env["LSAL_SECRET"]), timeout=30).request(
+            method, f"/admin/projects/{path}", json=json)
+        assert r.ok, f"admin {path}: HTTP {r.status} {r.text[:300]}"
         return r.json()
 
     def status(self) -> dict:
@@ -322,58 +244,62 @@ class Stack:
 
     # -- Label Studio, as an admin and an annotator would use it -------------------------------------------
     def ok(self, response: Response, what: str) -> Any:
-        assert 200 <= response.status < 300, f"{what}: HTTP {response.status} {response.text[:500]}"
-        return response.json()
+        return response.expect(what, error=AssertionError)
 
-    def create_project(self, urls: list[str], title: str = "e2e digits") -> dict[int, str]:
-        """A digits project with a task per image URL, connected to this backend; {task id: url}."""
-        self._new_project(title)
-        self.ok(self.ls.post(f"/api/projects/{self.project}/import", json=[{"image": u} for u in urls]), "import")
-        return self._connect()
+    def create_project(self, urls: list[str], title: str = "e2e digits",
+                       label_config: str = DIGITS_CONFIG) -> dict[int, str]:
+        """A project (`label_config`: digits by default) with a task per image URL, connected to this
+        backend; {task id: url}."""
+        self.new_project(title, label_config)
+        self.annotator.import_urls(self.project, urls, self.interface.data_key)
+        return self.connect()
 
-    def create_project_from_files(self, paths: list[Path], title: str = "uploads") -> dict[int, str]:
+    def create_project_from_files(self, paths: list[Path], title: str = "uploads",
+                                  label_config: str = DIGITS_CONFIG) -> dict[int, str]:
         """A project whose images are uploaded into Label Studio (tasks point at /data/upload/...)."""
-        import httpx
+        self.new_project(title, label_config)
+        self.annotator.upload(self.project, paths)
+        return self.connect()
 
-        self._new_project(title)
-        # one form field per file: Label Studio reads request.FILES.items(), one file per field name
-        files = [(f"file{i}", (p.name, p.read_bytes(), "image/png")) for i, p in enumerate(paths)]
-        r = httpx.post(f"{self.ls.url}/api/projects/{self.project}/import", files=files, headers=self.ls.headers,
-                       timeout=120)
-        assert r.status_code < 300, f"upload: HTTP {r.status_code} {r.text[:300]}"
-        return self._connect()
+    def new_project(self, title: str, label_config: str = DIGITS_CONFIG) -> int:
+        """An empty project, not connected yet; its id (also `self.project`)."""
+        self.interface = LabelingInterface.parse(label_config)
+        self.project = self.annotator.create_project(title, label_config)
+        return self.project
 
-    def _new_project(self, title: str) -> None:
-        self.project = self.ok(self.ls.post("/api/projects/", json={"title": title, "label_config": DIGITS_CONFIG}),
-                               "create project")["id"]
-
-    def _connect(self) -> dict[int, str]:
+    def connect(self) -> dict[int, str]:
         """Connect the backend as an admin does in Settings -> Model (basic auth = the secret, for Start
         Training); wait for the webhook; {task id: image URL}."""
-        ls = self.ls
-        tasks = self.ok(ls.get(f"/api/tasks?project={self.project}&page_size=1000"), "tasks")["tasks"]
-        self.ml = self.ok(ls.post("/api/ml", json={"project": self.project, "url": self.url, "title": "lsal",
-                                                   "auth_method": "BASIC_AUTH", "basic_auth_user": self.ml_auth[0],
-                                                   "basic_auth_pass": self.ml_auth[1]}), "connect the ML backend")
+        tasks = self.annotator.tasks(self.project)
+        self.ml = self.annotator.connect_ml_backend(self.project, self.url, *self.ml_auth)
         self.wait(lambda: self.status()["webhook_url"] == f"{self.url}/webhook", 60, "the webhook registration")
-        return {t["id"]: t["data"]["image"] for t in tasks}
+        return {t["id"]: t["data"][self.interface.data_key] for t in tasks}
 
     def next_task(self) -> dict:
-        return self.ok(self.ls.get(f"/api/projects/{self.project}/next"), "next task")
+        task = self.annotator.next_task(self.project)
+        assert task is not None, "next task: Label Studio has no task left to label"
+        return task
 
-    def label(self, task: dict, label: str) -> None:
-        result = [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [label]}}]
-        self.ok(self.ls.post(f"/api/tasks/{task['id']}/annotations/", json={"result": result, "lead_time": 1.0}),
-                f"annotate task {task['id']}")
+    def label(self, task: dict, label: str | Sequence[str]) -> dict:
+        """Annotate `task` with one choice, or several (a list: a multi-label project); the annotation."""
+        return self.annotator.annotate(task, label, self.interface)
 
-    def label_next(self, n: int, truth: dict[str, str]) -> list[int]:
-        """Label `n` tasks in Label Studio's /next order with their true class; their ids."""
+    def label_choices(self, task: dict, choices: Sequence[str]) -> dict:
+        """Annotate `task` ticking every one of `choices` (a multi-label project); the annotation."""
+        return self.label(task, list(choices))
+
+    def label_next(self, n: int, truth: dict[str, str | Sequence[str]]) -> list[int]:
+        """Label `n` tasks in Label Studio's /next order with their true class (or classes); their ids."""
         done = []
         for _ in range(n):
             task = self.next_task()
-            self.label(task, truth[task["data"]["image"]])
+            self.label(task, truth[task["data"][self.interface.data_key]])
             done.append(task["id"])
         return done
+
+    def predictions(self, task: int | dict) -> list[dict]:
+        """Label Studio's predictions of one task (every model version)."""
+        return self.annotator.predictions(task["id"] if isinstance(task, dict) else task)
 
     def direct_order(self, version: str, settings: dict, tasks: dict[int, str], labeled: set[int],
                      images: dict[str, Path]) -> list[int]:
@@ -404,27 +330,24 @@ class Stack:
         return [pool[i] for i in strat.rank(inputs).order]
 
     def ls_model_version(self) -> str:
-        return self.ok(self.ls.get(f"/api/projects/{self.project}"), "project")["model_version"]
+        return self.annotator.model_version(self.project)
 
     def prediction_counts(self) -> dict[str, int]:
-        return self.ok(self.ls.get(f"/api/projects/{self.project}/model-versions/"), "model versions")
+        return self.annotator.model_versions(self.project)
 
 
 @pytest.fixture
 def stack_factory(label_studio, redis_url, digit_images, tmp_path):
-    """Start a Stack (backend + one worker) with env overrides; stopped by PID after the test, logs checked."""
-    from stack.processes import free_port
-
+    """Start a Stack (backend + one worker) with env overrides (`defaults`: the projects' settings,
+    FAST_SETTINGS unless given); stopped by PID after the test, logs checked."""
     stacks: list[Stack] = []
 
     def make(ls_url: str | None = None, with_token: bool = True, defaults: dict | None = None,
              **env: str) -> Stack:
-        base = {"LABEL_STUDIO_URL": ls_url or label_studio.url, "REDIS_URL": redis_url, "LSAL_SECRET": E2E_SECRET,
-                "MODEL_DIR": str(tmp_path / "models"), "LSAL_IMAGE_HOSTS": digit_images.base_url.split("//", 1)[1],
-                "LSAL_DEFAULTS": jsonlib.dumps(defaults or FAST_DEFAULTS), "OMP_NUM_THREADS": "1",
-                "LSAL_RECONCILE_S": "0"}
-        if with_token:
-            base["LABEL_STUDIO_API_KEY"] = label_studio.token
+        base = service_env(label_studio_url=ls_url or label_studio.url, redis_url=redis_url, secret=E2E_SECRET,
+                           model_dir=tmp_path / "models", image_hosts=digit_images.base_url.split("//", 1)[1],
+                           defaults=defaults or FAST_SETTINGS, token=label_studio.token if with_token else None,
+                           OMP_NUM_THREADS="1", LSAL_RECONCILE_S="0")
         stack = Stack(label_studio, {**base, **env}, free_port(), tmp_path)
         stack.labels = dict(zip(digit_images.urls, digit_images.labels))
         stacks.append(stack)

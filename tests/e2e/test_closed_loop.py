@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import time
 
-
-
-FAST = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
-        "image_size": 8, "channels": 1}
+from stack.settings import FAST_SETTINGS as FAST
 
 
 def _finished_jobs(stack, prefix: str) -> list[str]:

@@ -17,10 +17,11 @@ from redis import Redis
 from rq import Queue
 from rq.registry import StartedJobRegistry
 
+from stack.settings import FAST_SETTINGS
+
 TRUTH_SIZE = 60
 SLOW_CNN = {"name": "cnn", "params": {"mc_samples": 2, "train": {"epochs": 10000, "min_epoch_items": 4096}}}
-DEFAULTS = {"strategy": {"name": "margin"}, "model": {"name": "logistic", "params": {"committee": 1}},
-            "image_size": 16, "channels": 1, "retrain_every": 10, "min_labels": 10}
+DEFAULTS = {**FAST_SETTINGS, "image_size": 16}
 
 
 class FaultProxy:

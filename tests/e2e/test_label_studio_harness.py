@@ -11,12 +11,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from core.ls_client import LabelStudioClient
-
-LABEL_CONFIG = (
-    '<View><Image name="image" value="$image"/><Choices name="label" toName="image">'
-    + "".join(f'<Choice value="{d}"/>' for d in range(10))
-    + "</Choices></View>"
-)
+from stack.annotator import DIGITS_LABEL_CONFIG as LABEL_CONFIG
 
 
 def test_project_import_and_next(label_studio, digit_images):

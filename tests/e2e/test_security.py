@@ -13,9 +13,7 @@ from rq.registry import StartedJobRegistry
 
 from core.tokens import WEBHOOK_TOKEN_HEADER, webhook_token
 from core.credentials import credentials_key
-
-CHOICES = "".join(f'<Choice value="{d}"/>' for d in range(10))
-CONFIG = f'<View><Image name="image" value="$image"/><Choices name="label" toName="image">{CHOICES}</Choices></View>'
+from stack.annotator import DIGITS_LABEL_CONFIG as CONFIG
 
 
 def _idle(stack, timeout: float = 60) -> None:

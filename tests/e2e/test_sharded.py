@@ -6,9 +6,10 @@ from redis import Redis
 from rq import Queue
 from rq.registry import FinishedJobRegistry
 
-FAST = {"strategy": {"name": "badge", "params": {"batch_size": 10}}, "model": {"name": "logistic",
-                                                                             "params": {"committee": 3}},
-        "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10, "shard_size": 50}
+from stack.settings import FAST_SETTINGS
+
+FAST = {**FAST_SETTINGS, "strategy": {"name": "badge", "params": {"batch_size": 10}},
+        "model": {"name": "logistic", "params": {"committee": 3}}, "shard_size": 50}
 
 
 def test_shards_on_several_workers_merge_into_the_unsharded_order(stack_factory, digit_images):

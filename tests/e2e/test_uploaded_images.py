@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-FAST = {"strategy": {"name": "entropy"}, "model": {"name": "logistic", "params": {"committee": 1}},
-        "image_size": 8, "channels": 1, "retrain_every": 10, "min_labels": 10}
+from stack.settings import FAST_SETTINGS
+
+FAST = {**FAST_SETTINGS, "strategy": {"name": "entropy"}}
 
 
 def test_uploaded_images_train_and_get_ranked(stack_factory, digit_images):

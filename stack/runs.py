@@ -1,13 +1,16 @@
-"""What the standalone benchmarks share: progress lines, stopping what they started, tables, `main`'s frame."""
+"""The frame of a command that runs the local stack and stops it (the demo, the benchmarks): SIGTERM as
+Ctrl-C, everything started stopped by `stack.processes.Stops`, progress lines, and the benchmarks' tables."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shutil
 import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +22,7 @@ T0 = time.monotonic()
 
 
 def say(text: str) -> None:
-    """A progress line on stderr, stamped with the seconds since the benchmark started."""
+    """A progress line on stderr, stamped with the seconds since this process started."""
     print(f"[{time.monotonic() - T0:6.1f} s] {text}", file=sys.stderr, flush=True)
 
 
@@ -27,8 +30,21 @@ class BenchError(RuntimeError):
     """The benchmark cannot go on (a process died, a setup call failed, time ran out)."""
 
 
-def _sigterm(signum, frame):
-    raise KeyboardInterrupt
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt (so the cleanup runs) while the block runs in the main thread."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    old = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
 
 
 def pct(values, q: float) -> float:
@@ -45,26 +61,26 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
 
 def run_main(run: Callable[[argparse.Namespace, Stops, Path], int], args: argparse.Namespace,
              workdir: Path) -> int:
-    """Run `run(args, stops, workdir)`; stop everything it started; keep `workdir` only when a check failed.
+    """Run `run(args, stops, workdir)`; stop everything it started; keep `workdir` only when a check failed
+    or `args.workdir` was given.
 
     Exit codes: run's own (0 ok, 1 a check failed), 2 when it could not run, 130 on Ctrl-C / SIGTERM.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     stops = Stops(warn=say)
-    old = signal.signal(signal.SIGTERM, _sigterm)
     code = 2
     try:
-        code = run(args, stops, workdir)
+        with sigterm_as_interrupt():
+            code = run(args, stops, workdir)
     except KeyboardInterrupt:
         say("interrupted")
         code = 130
-    except (BenchError, RuntimeError) as exc:
+    except RuntimeError as exc:  # BenchError, a process that did not start, ...
         say(f"error: {exc}")
         code = 2
     finally:
         say("stopping everything this benchmark started")
         stops.close()
-        signal.signal(signal.SIGTERM, old)
         if args.workdir is None:
             if code == 0:
                 shutil.rmtree(workdir, ignore_errors=True)
