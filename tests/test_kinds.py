@@ -103,10 +103,20 @@ def test_multi_label_metrics_are_micro_and_macro_f1_and_per_label_recall():
 
 def test_strategies_without_a_multi_label_form_are_refused_with_what_to_use():
     kind = kind_of(MULTI)
-    for name in ("coreset", "typiclust", "random"):
-        kind.check_strategy(build_strategy(name))
-    for spec in ("margin", "batchbald", {"name": "class_balanced", "params": {"base": {"name": "coreset"}}}):
+    sound = ("coreset", "typiclust", "random", "probcover", "entropy", "margin", "least_confidence", "bald",
+             "mc_variance", "badge", "learning_loss", "auto",
+             {"name": "class_balanced", "params": {"base": {"name": "coreset"}}},
+             {"name": "stochastic", "params": {"base": {"name": "entropy"}}})
+    for spec in sound:
+        kind.check_strategy(build_strategy(spec))
+    refused = [("batchbald", "batchbald"), ("egl", "egl"), ("alfamix", "alfamix"),
+               ({"name": "class_balanced", "params": {"base": {"name": "batchbald"}}}, "batchbald"),
+               ({"name": "auto", "params": {"warm": {"name": "vote_entropy"}}}, "vote_entropy")]
+    for spec, unsound in refused:
         with pytest.raises(ValueError, match="no multi-label form") as err:
             kind.check_strategy(build_strategy(spec))
-        assert "coreset" in str(err.value)
+        message = str(err.value)
+        assert message.startswith(f"strategy {unsound} has no multi-label form")
+        listed = message.rsplit("can use ", 1)[1].split(", ")
+        assert {"coreset", "entropy", "badge", "bald"} <= set(listed) and unsound not in listed
     kind_of(SINGLE).check_strategy(build_strategy("batchbald"))  # every strategy serves one-choice projects

@@ -103,11 +103,6 @@ class ImageClassification(ClassificationKind):
                 "holdout_macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0))}
 
 
-# Strategies with a sound multi-label form today (they read embeddings only, or nothing); the others are
-# refused for a multi-label project with this list in the message.
-MULTILABEL_STRATEGIES = frozenset({"random", "coreset", "typiclust", "probcover"})
-
-
 @register("image_multilabel")
 @dataclass(frozen=True)
 class ImageMultiLabel(ClassificationKind):
@@ -174,14 +169,16 @@ class ImageMultiLabel(ClassificationKind):
         return {"multilabel": True}
 
     def check_strategy(self, strategy: Any) -> None:
-        names = _strategy_names(strategy)
-        unsound = sorted(names - MULTILABEL_STRATEGIES)
+        from plugins.strategies import multilabel_strategies  # the kinds stay importable without torch
+
+        unsound = sorted(_unsound_names(strategy))
         if unsound:
             raise ValueError(f"strategy {', '.join(unsound)} has no multi-label form: a multi-label project "
                              f"({self.from_name!r} ticks several choices) can use "
-                             f"{', '.join(sorted(MULTILABEL_STRATEGIES))}")
+                             f"{', '.join(multilabel_strategies())}")
 
 
-def _strategy_names(strategy: Any) -> set[str]:
-    """The names of a strategy and of the strategies it wraps."""
-    return {strategy.name, *(n for child in strategy.children() for n in _strategy_names(child))}
+def _unsound_names(strategy: Any) -> set[str]:
+    """The names of the strategies in the tree (a strategy and those it wraps) without a multi-label form."""
+    own = set() if type(strategy).multilabel else {strategy.name}
+    return own.union(*(_unsound_names(child) for child in strategy.children()))

@@ -19,7 +19,8 @@ import torch
 from pydantic import ValidationError
 
 from plugins.fileio import atomic_write
-from plugins.models import ModelPlugin, build_model
+from plugins.models.base import ModelPlugin
+from plugins.models.registry import build_model
 from plugins.registry import UnknownPluginError
 from plugins.strategies import InvalidParamsError
 

@@ -23,6 +23,10 @@ class ModelParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of initialisation, sampling and resampling")
+    multilabel: bool = Field(
+        False, description="several labels per item: y is an (N, C) 0/1 matrix and predict_proba gives "
+                           "independent per-label (sigmoid) probabilities, rows not summing to 1",
+    )
 
 
 class ModelPlugin(ABC):
@@ -48,7 +52,7 @@ class ModelPlugin(ABC):
 
     @abstractmethod
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """(N, n_classes) class probabilities."""
+        """(N, n_classes) class probabilities (per-label probabilities when multilabel)."""
 
     @abstractmethod
     def pool_inputs(self, x_pool: np.ndarray, needs: frozenset[Input], x_labeled: np.ndarray,
@@ -67,6 +71,49 @@ class ModelPlugin(ABC):
         """JSON-serialisable {'name', 'n_classes', 'params'} that rebuilds an untrained twin."""
         return {"name": self.name, "n_classes": self.n_classes, "params": self.params.model_dump(mode="json")}
 
+    def check_targets(self, y: np.ndarray, n: int) -> np.ndarray:
+        """y checked against the item count and the class count: int64 class ids (N,), or for a multilabel
+        model an (N, C) uint8 0/1 matrix; InvalidParamsError otherwise."""
+        if self.params.multilabel:
+            return multilabel_targets(y, n, self.n_classes)
+        return class_ids(y, n, self.n_classes)
+
     def unsupported(self, needs: frozenset[Input]) -> frozenset[Input]:
         """The inputs in `needs` this model cannot compute."""
         return needs - self.provides
+
+
+def class_ids(y: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    """y as int64 class ids, checked against the item count and the class count."""
+    labels = np.asarray(y)
+    if labels.shape != (n,):
+        raise InvalidParamsError(f"expected {n} labels (one per item), got shape {labels.shape}")
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        if not np.all(labels == np.round(labels)):
+            raise InvalidParamsError("labels must be integer class ids")
+    labels = labels.astype(np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise InvalidParamsError(f"labels must lie in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}")
+    return labels
+
+
+def multilabel_targets(y: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    """y as an (n, n_classes) uint8 0/1 matrix (an all-zero row: "none of these")."""
+    targets = np.asarray(y)
+    if targets.shape != (n, n_classes):
+        raise InvalidParamsError(
+            f"a multilabel model expects targets of shape ({n}, {n_classes}) (one 0/1 row per item), "
+            f"got shape {targets.shape}"
+        )
+    if targets.size and not np.isin(targets, (0, 1)).all():
+        raise InvalidParamsError("multilabel targets must be 0 or 1")
+    return targets.astype(np.uint8)
+
+
+def label_strata(targets: np.ndarray) -> np.ndarray:
+    """(N, C) 0/1 targets -> (N,) int64: each item's rarest positive label, C for an item with none."""
+    targets = np.asarray(targets)
+    n_labels = targets.shape[1]
+    counts = targets.sum(axis=0)
+    rarity = np.where(targets > 0, counts[None, :], np.iinfo(np.int64).max)
+    return np.where(targets.any(axis=1), rarity.argmin(axis=1), n_labels).astype(np.int64)

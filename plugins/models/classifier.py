@@ -12,7 +12,7 @@ import torchvision
 from pydantic import AfterValidator, Field, field_validator
 
 from plugins.device import check_device_name, pick_device
-from plugins.models import MODELS
+from plugins.models.registry import MODELS
 from plugins.models.base import Augment, ModelParams, ModelPlugin, Progress
 from plugins.models.learning_loss import LossHeadConfig, LossPredictionModule, feature_dims
 from plugins.models.networks import (
@@ -143,6 +143,8 @@ class ImageClassifier(ModelPlugin):
     Ghahramani, ICML 2016): the embeddings are computed once and only the head's dropout mask is re-drawn.
     With `learning_loss`, a loss-prediction module (Yoo & Kweon, CVPR 2019) is trained beside it and
     `predicted_loss` becomes available (the instance's `provides` then includes it; the class's does not).
+    With `multilabel`, the same network has one sigmoid per label, trained with BCE (the loss-prediction
+    module then predicts the BCE summed over labels); probabilities and MC samples are per-label sigmoids.
     """
 
     Params = CNNParams
@@ -200,7 +202,7 @@ class ImageClassifier(ModelPlugin):
             augment: Augment | None = None) -> dict[str, float]:
         p = self.params
         images = prepare_images(x, p.image_size, p.channels)
-        labels = _check_labels(y, len(images), self.n_classes)
+        labels = self.check_targets(y, len(images))
         if self.net is None or not p.warm_start:
             self._build(pretrained=True)
             self.mean, self.std = self._normalisation(images)
@@ -222,13 +224,14 @@ class ImageClassifier(ModelPlugin):
             values["labeled_embeddings"] = self.forward_pass(x_labeled, embeddings=True)["embeddings"]
         if Input.HEAD in needs:
             values["head"] = self.head()
-        return PoolInputs(labeled_labels=np.asarray(y_labeled, dtype=np.int64), n_classes=self.n_classes,
-                          **values)
+        return PoolInputs(labeled_labels=labeled_targets(y_labeled, self.params.multilabel),
+                          n_classes=self.n_classes, multilabel=self.params.multilabel, **values)
 
     def forward_pass(self, x: ImagesLike, *, samples: bool = False, embeddings: bool = False,
                      predicted_loss: bool = False) -> dict[str, np.ndarray]:
         """One batched pass: 'probs' (N, C) always; 'samples' (N, K, C), 'embeddings' (N, D) and
-        'predicted_loss' (N,) when asked. MC samples re-draw dropout on the embeddings only."""
+        'predicted_loss' (N,) when asked. MC samples re-draw dropout on the embeddings only. Softmax over
+        classes, or per-label sigmoids when multilabel."""
         net = self._trained().eval()
         p = self.params
         if predicted_loss and self.loss_module is None:
@@ -257,15 +260,20 @@ class ImageClassifier(ModelPlugin):
                     else:
                         h = net.embed(inputs)
                 h = h.float()
-                parts["probs"].append(_np(torch.softmax(net.head_logits(h), dim=1)))
+                parts["probs"].append(_np(self._activation(net.head_logits(h))))
                 if samples:
-                    parts["samples"].append(_np(net.mc_head_probs(h, k, generator)))
+                    parts["samples"].append(_np(net.mc_head_probs(h, k, generator, p.multilabel)))
                 if embeddings:
                     parts["embeddings"].append(_np(h))
         return {name: np.concatenate(chunks) for name, chunks in parts.items()}
 
+    def _activation(self, logits: torch.Tensor) -> torch.Tensor:
+        """Probabilities from head logits: softmax over classes, or per-label sigmoids when multilabel."""
+        return torch.sigmoid(logits) if self.params.multilabel else torch.softmax(logits, dim=1)
+
     def head(self) -> Callable[[torch.Tensor], torch.Tensor]:
-        """(M, D) embeddings -> (M, C) logits of the eval-mode head; differentiable, any device and dtype."""
+        """(M, D) embeddings -> (M, C) logits of the eval-mode head (per-label logits when multilabel);
+        differentiable, any device and dtype."""
         linear, device = self._trained().head, self.device
 
         def apply(e: torch.Tensor) -> torch.Tensor:
@@ -280,14 +288,16 @@ class ImageClassifier(ModelPlugin):
             state |= {f"loss_module.{k}": v.detach().cpu() for k, v in self.loss_module.state_dict().items()}
         p = self.params
         return state | {"mean": self.mean.cpu(), "std": self.std.cpu(), "arch": p.arch,
-                        "image_size": p.image_size, "channels": p.channels}
+                        "image_size": p.image_size, "channels": p.channels, "multilabel": p.multilabel}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         p = self.params
-        for key, want in (("arch", p.arch), ("image_size", p.image_size), ("channels", p.channels)):
-            if state.get(key) != want:
+        saved = {"multilabel": False} | state  # artifacts from before multi-label were single-label
+        for key, want in (("arch", p.arch), ("image_size", p.image_size), ("channels", p.channels),
+                          ("multilabel", p.multilabel)):
+            if saved.get(key) != want:
                 raise InvalidParamsError(
-                    f"the saved model has {key}={state.get(key)!r} but the params say {want!r}"
+                    f"the saved model has {key}={saved.get(key)!r} but the params say {want!r}"
                 )
         self._build(pretrained=False)
         self.net.load_state_dict(_prefixed(state, "net."))
@@ -302,18 +312,9 @@ class ImageClassifier(ModelPlugin):
         self.std = torch.as_tensor(state["std"], dtype=torch.float32)
 
 
-def _check_labels(y: np.ndarray, n: int, n_classes: int) -> np.ndarray:
-    """y as int64 class ids, checked against the image count and the class count."""
-    labels = np.asarray(y)
-    if labels.shape != (n,):
-        raise InvalidParamsError(f"expected {n} labels (one per image), got shape {labels.shape}")
-    if labels.size and not np.issubdtype(labels.dtype, np.integer):
-        if not np.all(labels == np.round(labels)):
-            raise InvalidParamsError("labels must be integer class ids")
-    labels = labels.astype(np.int64)
-    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
-        raise InvalidParamsError(f"labels must lie in 0..{n_classes - 1}, got {labels.min()}..{labels.max()}")
-    return labels
+def labeled_targets(y: np.ndarray, multilabel: bool) -> np.ndarray:
+    """The labeled set's labels as a strategy reads them: int64 class ids, or (L, C) uint8 0/1 targets."""
+    return np.asarray(y, dtype=np.uint8 if multilabel else np.int64)
 
 
 def _prefixed(state: dict[str, Any], prefix: str) -> dict[str, torch.Tensor]:

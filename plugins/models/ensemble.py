@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
-from plugins.models import MODELS
+from plugins.models.registry import MODELS
 from plugins.models.base import Augment, ModelPlugin, Progress
 from plugins.models.classifier import ClassifierParams, ImageClassifier, ImagesLike
 from plugins.strategies import Input, InvalidParamsError, PoolInputs
@@ -26,7 +26,8 @@ class DeepEnsemble(ModelPlugin):
     samples (N, M, C) are the members' probabilities, probs their mean: the committee that query-by-committee
     (Seung et al., COLT 1992) and ensemble BALD (Beluch et al., CVPR 2018) need. Embeddings, labeled
     embeddings and the head come from member 0: the members' embedding spaces are not aligned, so they cannot
-    be averaged, and one member's space is a consistent stand-in for the ensemble's.
+    be averaged, and one member's space is a consistent stand-in for the ensemble's. Members inherit
+    `multilabel`: samples are then the members' per-label sigmoids and probs their per-label mean.
     """
 
     Params = EnsembleParams
@@ -68,7 +69,8 @@ class DeepEnsemble(ModelPlugin):
         for name in ("embeddings", "labeled_embeddings", "head"):
             if getattr(first, name) is not None:
                 values[name] = getattr(first, name)
-        return PoolInputs(labeled_labels=first.labeled_labels, n_classes=self.n_classes, **values)
+        return PoolInputs(labeled_labels=first.labeled_labels, n_classes=self.n_classes,
+                          multilabel=self.params.multilabel, **values)
 
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"members": len(self.members)}

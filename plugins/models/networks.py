@@ -155,9 +155,9 @@ class ClassifierNet(nn.Module):
                 handle.remove()
         return h, maps or [h]
 
-    def mc_head_probs(self, h: torch.Tensor, k: int,
-                      generator: torch.Generator | None = None) -> torch.Tensor:
-        """(N, K, C) softmax probabilities under K dropout masks drawn on the embeddings h (inverted)."""
+    def mc_head_logits(self, h: torch.Tensor, k: int,
+                       generator: torch.Generator | None = None) -> torch.Tensor:
+        """(K, N, C) float32 head logits under K dropout masks drawn on the embeddings h (inverted)."""
         if k < 1:
             raise InvalidParamsError(f"the number of MC samples must be >= 1, got {k}")
         if self.p == 0.0:
@@ -165,7 +165,15 @@ class ClassifierNet(nn.Module):
         else:
             keep = torch.rand((k, *h.shape), generator=generator, device=h.device) >= self.p
             logits = self.head(h.unsqueeze(0) * keep.to(h.dtype) / (1.0 - self.p))
-        return torch.softmax(logits.float(), dim=-1).transpose(0, 1)
+        return logits.float()
+
+    def mc_head_probs(self, h: torch.Tensor, k: int, generator: torch.Generator | None = None,
+                      multilabel: bool = False) -> torch.Tensor:
+        """(N, K, C) probabilities under K dropout masks on h: softmax over classes, or per-label sigmoids
+        when `multilabel`."""
+        logits = self.mc_head_logits(h, k, generator)
+        probs = torch.sigmoid(logits) if multilabel else torch.softmax(logits, dim=-1)
+        return probs.transpose(0, 1)
 
 
 def build_backbone(arch: str, channels: int) -> nn.Module:

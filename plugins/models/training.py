@@ -12,12 +12,14 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from plugins.models.base import Augment, Progress
+from plugins.models.base import Augment, Progress, label_strata
 from plugins.models.learning_loss import LossHeadConfig, LossPredictionModule, ranking_loss
 from plugins.models.networks import ClassifierNet
 
 # Smallest decrease of the held-out loss that counts as progress when the held-out accuracy ties.
 _LOSS_TOL = 1e-4
+# Multi-label class balance: BCE pos_weight = negatives / positives per label, clipped to this range.
+POS_WEIGHT_RANGE = (0.1, 10.0)
 
 
 class TrainConfig(BaseModel):
@@ -48,7 +50,9 @@ class TrainConfig(BaseModel):
         "cosine", description="learning rate over the epochs: constant, or cosine decay towards 0 (a fixed "
                               "schedule ends on small steps: less seed-to-seed noise on small labeled sets)",
     )
-    class_balanced: bool = Field(True, description="sample items with inverse class frequency (rare classes)")
+    class_balanced: bool = Field(
+        True, description="sample items with inverse class frequency (rare classes); multi-label: weigh each "
+                          "label's positives by negatives / positives (BCE pos_weight) instead")
     amp: bool = Field(True, description="mixed precision (float16 autocast + GradScaler); CUDA only")
 
 
@@ -91,6 +95,17 @@ def epoch_order(labels: np.ndarray, class_balanced: bool, generator: torch.Gener
     return np.concatenate([torch.randperm(len(labels), generator=generator).numpy() for _ in range(passes)])[:size]
 
 
+def pos_weights(targets: np.ndarray, low: float = POS_WEIGHT_RANGE[0],
+                high: float = POS_WEIGHT_RANGE[1]) -> np.ndarray:
+    """(C,) BCE pos_weight per label: negatives / positives, clipped to [low, high]; 1 for a label that is
+    all positive or all negative (nothing to balance)."""
+    targets = np.asarray(targets, dtype=np.float64)
+    pos = targets.sum(axis=0)
+    neg = len(targets) - pos
+    weights = np.divide(neg, pos, out=np.ones_like(pos), where=(pos > 0) & (neg > 0))
+    return np.clip(weights, low, high)
+
+
 def channel_stats(images: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and std (floored at 1e-3) of (N, H, W, C) uint8 images scaled to [0, 1]."""
     mean = images.mean(axis=(0, 1, 2), dtype=np.float64) / 255.0
@@ -126,6 +141,8 @@ def apply_augment(images: np.ndarray, labels: np.ndarray, augment: Augment,
     """Augment each (H, W, C) uint8 image (gray ones are passed as (H, W)); the result keeps the shape."""
     out = np.empty_like(images)
     gray = images.shape[-1] == 1
+    if labels.ndim == 2:  # multi-label: the transform is told each item's rarest positive label (C: none)
+        labels = label_strata(labels)
     for i, (img, label) in enumerate(zip(images, labels)):
         out[i] = conform(augment(img[..., 0] if gray else img, int(label), rng), images.shape[1:])
     return out
@@ -139,33 +156,58 @@ def batches(order: np.ndarray, batch_size: int) -> list[np.ndarray]:
     return chunks
 
 
+def item_losses(logits: torch.Tensor, y: torch.Tensor,
+                pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """(B,) per-item loss: cross-entropy of class ids y (B,), or for (B, C) 0/1 targets the BCE with logits
+    summed over labels (positives weighed by `pos_weight`)."""
+    if y.ndim == 2:
+        bce = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), pos_weight=pos_weight,
+                                                 reduction="none")
+        return bce.sum(dim=1)
+    return F.cross_entropy(logits, y, reduction="none")
+
+
+def correct_decisions(logits: torch.Tensor, y: torch.Tensor) -> tuple[int, int]:
+    """(correct, total) decisions: argmax vs class ids, or each label's logit >= 0 vs its 0/1 target."""
+    if y.ndim == 2:
+        return int(((logits >= 0) == (y > 0)).sum()), int(y.numel())
+    return int((logits.argmax(dim=1) == y).sum()), int(y.shape[0])
+
+
 def evaluate(net: ClassifierNet, images: np.ndarray, labels: np.ndarray, mean: torch.Tensor,
              std: torch.Tensor, device: torch.device, batch_size: int = 256) -> tuple[float, float]:
-    """(accuracy, mean cross-entropy) of the eval-mode network on (N, H, W, C) uint8 images."""
+    """(accuracy, mean loss per item) of the eval-mode network on (N, H, W, C) uint8 images: cross-entropy,
+    or with (N, C) 0/1 targets per-label decision accuracy and the BCE summed over labels."""
     net.eval()
-    correct, loss = 0, 0.0
+    correct, decisions, loss = 0, 0, 0.0
     with torch.no_grad():
         for chunk in batches(np.arange(len(labels)), batch_size):
             logits = net(to_input(images[chunk], mean, std, device)).float()
             y = torch.as_tensor(labels[chunk], device=device)
-            correct += int((logits.argmax(dim=1) == y).sum())
-            loss += float(F.cross_entropy(logits, y, reduction="sum"))
-    return correct / len(labels), loss / len(labels)
+            right, total = correct_decisions(logits, y)
+            correct, decisions = correct + right, decisions + total
+            if y.ndim == 2:
+                loss += float(item_losses(logits, y).sum())
+            else:
+                loss += float(F.cross_entropy(logits, y, reduction="sum"))
+    return correct / decisions, loss / len(labels)
 
 
 def _batch_loss(net: ClassifierNet, x: torch.Tensor, y: torch.Tensor,
                 loss_module: LossPredictionModule | None, loss_head: LossHeadConfig,
-                detach: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """(objective, mean cross-entropy): CE, plus lambda * ranking loss of the loss-prediction module."""
+                detach: bool, pos_weight: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(objective, mean target loss): CE (or BCE for 0/1 targets), plus lambda * the ranking loss of the
+    loss-prediction module."""
     if loss_module is None:
-        ce = F.cross_entropy(net(x).float(), y)
-        return ce, ce.detach()
+        logits = net(x).float()
+        loss = item_losses(logits, y, pos_weight).mean() if y.ndim == 2 else F.cross_entropy(logits, y)
+        return loss, loss.detach()
     h, maps = net.features(x)
-    ce = F.cross_entropy(net.head(net.dropout(h)).float(), y, reduction="none")
+    losses = item_losses(net.head(net.dropout(h)).float(), y, pos_weight)
     if detach:
         maps = [m.detach() for m in maps]
-    rank = ranking_loss(loss_module(maps), ce, loss_head.margin)
-    return ce.mean() + loss_head.weight * rank, ce.mean().detach()
+    rank = ranking_loss(loss_module(maps), losses, loss_head.margin)
+    return losses.mean() + loss_head.weight * rank, losses.mean().detach()
 
 
 def _snapshot(*modules: nn.Module | None) -> list[dict[str, torch.Tensor] | None]:
@@ -189,15 +231,26 @@ def train(
     loss_head: LossHeadConfig | None = None,
 ) -> dict[str, float]:
     """Train `net` (and the loss-prediction module, if given) in place on (N, H, W, C) uint8 images; keep the
-    weights of the best held-out epoch (accuracy, then loss). Deterministic under `seed` on the CPU."""
+    weights of the best held-out epoch (accuracy, then loss). Deterministic under `seed` on the CPU.
+
+    labels (N,) are class ids (cross-entropy); (N, C) 0/1 targets train multi-label (BCE with logits per
+    label). Multi-label: the split is stratified by each item's rarest positive label, epochs are shuffled
+    passes and class balance is the BCE pos_weight (see `pos_weights`) when `class_balanced`.
+    """
     device = device or next(net.parameters()).device
-    labels = np.asarray(labels, dtype=np.int64)
+    labels = np.asarray(labels)
+    multilabel = labels.ndim == 2
+    labels = labels.astype(np.float32 if multilabel else np.int64)
     if len(labels) == 0:
         raise ValueError("cannot train on an empty labeled set")
     if images.shape[0] != len(labels):
         raise ValueError(f"{images.shape[0]} images but {len(labels)} labels")
     loss_head = loss_head or LossHeadConfig()
-    train_idx, val_idx = stratified_split(labels, config.val_fraction, np.random.default_rng(seed))
+    strata = label_strata(labels) if multilabel else labels
+    pos_weight = None
+    if multilabel and config.class_balanced:
+        pos_weight = torch.as_tensor(pos_weights(labels), dtype=torch.float32, device=device)
+    train_idx, val_idx = stratified_split(strata, config.val_fraction, np.random.default_rng(seed))
     if len(val_idx) < config.min_held_out:  # a handful of held-out items is noise, not a stopping signal
         train_idx, val_idx = np.arange(len(labels)), np.zeros(0, dtype=np.int64)
     augment_rng = np.random.default_rng([seed, 1])
@@ -219,7 +272,8 @@ def train(
             net.train()
             if loss_module is not None:
                 loss_module.train()
-            order = train_idx[epoch_order(labels[train_idx], config.class_balanced, order_gen,
+            balanced_epoch = config.class_balanced and not multilabel  # multi-label: pos_weight balances
+            order = train_idx[epoch_order(strata[train_idx], balanced_epoch, order_gen,
                                           config.min_epoch_items)]
             total = torch.zeros((), device=device)
             for chunk in batches(order, config.batch_size):
@@ -229,7 +283,8 @@ def train(
                 x = to_input(batch, mean, std, device)
                 y = torch.as_tensor(labels[chunk], device=device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    objective, ce = _batch_loss(net, x, y, loss_module, loss_head, epoch >= detach_epoch)
+                    objective, ce = _batch_loss(net, x, y, loss_module, loss_head, epoch >= detach_epoch,
+                                                pos_weight)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(objective).backward()
                 scaler.step(optimizer)

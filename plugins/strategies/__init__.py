@@ -26,7 +26,14 @@ from plugins.strategies.errors import (
     StrategyError,
     UnknownStrategyError,
 )
-from plugins.strategies.registry import STRATEGIES, StrategySpec, build_strategy, register, strategy_for
+from plugins.strategies.registry import (
+    STRATEGIES,
+    StrategySpec,
+    build_strategy,
+    multilabel_strategies,
+    register,
+    strategy_for,
+)
 
 for _module in pkgutil.iter_modules(__path__):
     if _module.name.startswith("_") and not _module.name.startswith("_kernels"):
@@ -35,5 +42,6 @@ for _module in pkgutil.iter_modules(__path__):
 __all__ = [
     "STRATEGIES", "BatchParams", "Input", "InvalidInputError", "InvalidParamsError", "MissingInputError",
     "PoolInputs", "Ranking", "ScoreStrategy", "Strategy", "StrategyError", "StrategyParams", "StrategySpec",
-    "UnknownStrategyError", "build_strategy", "register", "strategy_for",
+    "UnknownStrategyError", "build_strategy", "multilabel_strategies", "register",
+    "strategy_for",
 ]

@@ -27,6 +27,8 @@ class Auto(Strategy):
     `min_labels_per_class` labels per class on average (len(labeled_labels) / num_classes); warm otherwise.
     """
 
+    multilabel = True
+
     class Params(StrategyParams):
         cold: StrategySpec = Field(StrategySpec(name="typiclust"), description="strategy for the cold start")
         warm: StrategySpec = Field(StrategySpec(name="badge"),

@@ -38,6 +38,28 @@ def balanced_order(base_order: torch.Tensor, predicted: torch.Tensor,
     return base_order[torch.argsort(running * num_classes + priority[classes], stable=True)]
 
 
+def rarest_positive_label(positive: torch.Tensor, label_counts: torch.Tensor) -> torch.Tensor:
+    """(N, C) bool -> (N,): each row's positive label with the fewest `label_counts` (ties: the lower id);
+    C for a row with no positive label ("none of these")."""
+    n_labels = positive.shape[1]
+    never = torch.iinfo(torch.int64).max
+    key = torch.where(positive, label_counts[None, :].expand_as(positive), never)
+    fallback = torch.full_like(key[:, 0], n_labels)
+    return torch.where(positive.any(dim=1), key.argmin(dim=1), fallback)  # argmin: the first of ties
+
+
+def multilabel_groups(probs: torch.Tensor, targets: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(group per pool item, labeled count per group) over C + 1 groups: a pool item's group is its rarest
+    (fewest labeled positives) predicted label p_c >= 0.5, group C when it has none; a labeled item counts
+    once for each of its labels, or once for group C when it has none."""
+    n_labels = probs.shape[1]
+    counts = torch.zeros(n_labels + 1, dtype=torch.int64, device=probs.device)
+    if targets is not None and targets.shape[0]:
+        counts[:n_labels] += targets.sum(dim=0)
+        counts[n_labels] += int((targets.sum(dim=1) == 0).sum())
+    return rarest_positive_label(probs >= 0.5, counts[:n_labels]), counts
+
+
 @register("class_balanced")
 class ClassBalanced(Wrapper):
     """Class-balanced wrapper: label rare predicted classes as often as common ones (rare-defect use case).
@@ -45,7 +67,12 @@ class ClassBalanced(Wrapper):
     Predicted class = argmax p. Walking the base order, the next item always comes from the class with the
     fewest (labeled + already placed) items, ties to the class rarer in the pool; within a class the base
     order is kept and classes without items left are skipped. Items keep the base scores.
+
+    Multi-label: an item's class is its rarest predicted label (p_c >= 0.5 with the fewest labeled
+    positives; an extra class for "none predicted"), a labeled item counts for each of its labels.
     """
+
+    multilabel = True
 
     class Params(StrategyParams):
         base: StrategySpec = Field(StrategySpec(name="badge"),
@@ -56,11 +83,12 @@ class ClassBalanced(Wrapper):
 
     def _rank(self, pool: PoolInputs) -> Ranking:
         base = self.base.rank(pool)
-        num_classes = pool.num_classes
-        predicted = pool.probs.argmax(dim=1)
-        labeled_counts = torch.zeros(num_classes, dtype=torch.int64, device=predicted.device)
-        if pool.labeled_labels is not None:
-            labeled_counts += torch.bincount(pool.labeled_labels, minlength=num_classes)
+        if pool.multilabel:
+            predicted, labeled_counts = multilabel_groups(pool.probs, pool.labeled_labels)
+            num_classes = labeled_counts.shape[0]
+        else:
+            predicted, labeled_counts = self._single_label_groups(pool)
+            num_classes = pool.num_classes
         base_order = torch.as_tensor(base.order, dtype=torch.int64, device=predicted.device)
         order = balanced_order(base_order, predicted, labeled_counts)
         return self._ranking(
@@ -68,3 +96,12 @@ class ClassBalanced(Wrapper):
             labeled_per_class=labeled_counts.tolist(),
             predicted_per_class=torch.bincount(predicted, minlength=num_classes).tolist(),
         )
+
+    @staticmethod
+    def _single_label_groups(pool: PoolInputs) -> tuple[torch.Tensor, torch.Tensor]:
+        """(argmax class per pool item, labeled count per class)."""
+        predicted = pool.probs.argmax(dim=1)
+        labeled_counts = torch.zeros(pool.num_classes, dtype=torch.int64, device=predicted.device)
+        if pool.labeled_labels is not None:
+            labeled_counts += torch.bincount(pool.labeled_labels, minlength=pool.num_classes)
+        return predicted, labeled_counts

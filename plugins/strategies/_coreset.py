@@ -16,6 +16,8 @@ class CoreSet(Strategy):
     the batch. Without a labeled set the first center is the item closest to the pool mean.
     """
 
+    multilabel = True
+
     Params = BatchParams
     needs = frozenset({Input.EMBEDDINGS})
     optional = frozenset({Input.LABELED_EMBEDDINGS})

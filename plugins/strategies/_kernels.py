@@ -13,6 +13,24 @@ def entropy(p: torch.Tensor, dim: int | tuple[int, ...] = -1) -> torch.Tensor:
     return -p.clamp_min(torch.finfo(p.dtype).tiny).log_().mul_(p).sum(dim=dim)
 
 
+def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
+    """Elementwise entropy in nats of Bernoulli(p): -p log p - (1 - p) log(1 - p), with 0 log 0 = 0."""
+    tiny = torch.finfo(p.dtype).tiny
+    q = 1.0 - p
+    return -(p * p.clamp_min(tiny).log() + q * q.clamp_min(tiny).log())
+
+
+def reduce_labels(values: torch.Tensor, reduction: str) -> torch.Tensor:
+    """(..., C) per-label values -> (...,): their sum, mean or max over the last axis."""
+    if reduction == "sum":
+        return values.sum(dim=-1)
+    if reduction == "mean":
+        return values.mean(dim=-1)
+    if reduction == "max":
+        return values.amax(dim=-1)
+    raise ValueError(f"unknown reduction {reduction!r}; use 'sum', 'mean' or 'max'")
+
+
 # Rows refreshed first by the lazy k-center step (doubled until the step's pick is certain).
 _LAZY_CANDIDATES = 64
 

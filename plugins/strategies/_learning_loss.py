@@ -16,6 +16,8 @@ class LearningLoss(ScoreStrategy):
     most wrong are labeled first.
     """
 
+    multilabel = True
+
     needs = frozenset({Input.PREDICTED_LOSS})
 
     def score(self, pool: PoolInputs) -> torch.Tensor:

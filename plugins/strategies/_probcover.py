@@ -163,6 +163,8 @@ class ProbCover(Strategy):
     max_{S} |U_{x in S + labeled} B_delta(x)|, with delta the largest radius whose balls are
     alpha-pure under k-means pseudo-labels. Scores are marginal coverage counts."""
 
+    multilabel = True
+
     class Params(BatchParams):
         radius: float | None = Field(
             None, gt=0, description="ball radius delta; None: estimate it from the purity of k-means balls"

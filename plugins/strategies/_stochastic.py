@@ -56,6 +56,8 @@ class StochasticBatch(Wrapper):
     order = argsort desc (log w_i + Gumbel_i). A base without scores is sampled by its ranks (softrank).
     """
 
+    multilabel = True
+
     class Params(StrategyParams):
         base: StrategySpec = Field(StrategySpec(name="bald"),
                                    description="the strategy whose scores are sampled")

@@ -114,6 +114,8 @@ class TypiClust(Strategy):
     repeatedly pick, from the cluster with the fewest covered points, its most typical item, where
     typicality(x) = 1 / (mean_{x' in kNN(x) within x's cluster} ||x - x'|| + 1e-5). Scores: typicality."""
 
+    multilabel = True
+
     class Params(BatchParams):
         max_clusters: int = Field(500, ge=1, description="upper bound on the number of k-means clusters")
         knn: int = Field(20, ge=1, description="neighbours (within the cluster) that define typicality")

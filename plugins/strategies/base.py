@@ -34,7 +34,7 @@ class Input(str, Enum):
     SAMPLES = "samples"  # (N, K, C) MC-dropout / ensemble / committee member probabilities
     EMBEDDINGS = "embeddings"  # (N, D) penultimate-layer embeddings of the pool
     LABELED_EMBEDDINGS = "labeled_embeddings"  # (L, D) embeddings of the labeled set
-    LABELED_LABELS = "labeled_labels"  # (L,) integer class ids of the labeled set
+    LABELED_LABELS = "labeled_labels"  # (L,) integer class ids; (L, C) 0/1 targets when multi-label
     PREDICTED_LOSS = "predicted_loss"  # (N,) loss predicted by a learning-loss head
     HEAD = "head"  # callable: (M, D) embeddings -> (M, C) logits of the classifier head
 
@@ -55,6 +55,7 @@ class PoolInputs:
     head: Head | None = None
     n_items: int | None = None  # pool size when no pool-sized array is given (e.g. random)
     n_classes: int | None = None  # number of classes when no probabilities are given
+    multilabel: bool = False  # independent per-label probabilities (sigmoids): rows need not sum to 1
 
     def available(self) -> frozenset[Input]:
         """The inputs that are set."""
@@ -80,6 +81,8 @@ class PoolInputs:
             return int(self.samples.shape[2])
         if self.n_classes is not None:
             return int(self.n_classes)
+        if self.multilabel and self.labeled_labels is not None and self.labeled_labels.ndim == 2:
+            return int(self.labeled_labels.shape[1])
         if self.labeled_labels is not None and len(self.labeled_labels):
             return int(self.labeled_labels.max()) + 1
         raise MissingInputError("the number of classes is unknown: pass probs, samples or n_classes")
@@ -110,16 +113,17 @@ class PoolInputs:
                     raise InvalidInputError("head must be a callable mapping embeddings to logits")
                 continue
             if inp is Input.LABELED_LABELS:
-                converted[inp.value] = _as_labels(value, device)
+                as_labels = _as_targets if self.multilabel else _as_labels
+                converted[inp.value] = as_labels(value, device)
             else:
-                converted[inp.value] = _as_float(inp, value, device, dtype)
+                converted[inp.value] = _as_float(inp, value, device, dtype, self.multilabel)
         prepared = dataclasses.replace(self, **converted)
         prepared._check_shapes()
         return prepared
 
     def _check_shapes(self) -> None:
         ndim = {Input.PROBS: 2, Input.SAMPLES: 3, Input.EMBEDDINGS: 2, Input.LABELED_EMBEDDINGS: 2,
-                Input.LABELED_LABELS: 1, Input.PREDICTED_LOSS: 1}
+                Input.LABELED_LABELS: 2 if self.multilabel else 1, Input.PREDICTED_LOSS: 1}
         for inp, want in ndim.items():
             value = getattr(self, inp.value)
             if value is not None and value.ndim != want:
@@ -144,7 +148,13 @@ class PoolInputs:
             raise InvalidInputError(
                 f"labeled_embeddings has {lab_emb.shape[0]} rows but labeled_labels {lab.shape[0]}"
             )
-        if lab is not None and lab.numel() and (self.probs is not None or self.samples is not None):
+        if self.multilabel:
+            if lab is not None and (self.probs is not None or self.samples is not None or self.n_classes):
+                if lab.shape[1] != self.num_classes:
+                    raise InvalidInputError(
+                        f"labeled_labels has {lab.shape[1]} labels per row but there are {self.num_classes}"
+                    )
+        elif lab is not None and lab.numel() and (self.probs is not None or self.samples is not None):
             if int(lab.max()) >= self.num_classes:
                 raise InvalidInputError(
                     f"labeled_labels has class id {int(lab.max())} but there are {self.num_classes} classes"
@@ -155,7 +165,8 @@ def _names(inputs: frozenset[Input]) -> str:
     return ", ".join(sorted(i.value for i in inputs))
 
 
-def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype,
+              multilabel: bool = False) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -167,12 +178,13 @@ def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype) 
         return tensor
     is_prob = inp in (Input.PROBS, Input.SAMPLES)
     for rows in chunks(tensor.shape[0], _CHECK_ROWS):  # one pass, bounded temporaries on large pools
-        _check_block(inp.value, tensor[rows], is_prob)
+        _check_block(inp.value, tensor[rows], is_prob, sums_to_one=not multilabel)
     return tensor
 
 
-def _check_block(name: str, block: torch.Tensor, is_prob: bool) -> None:
-    """Raise InvalidInputError for NaN/inf values, or for rows that are not probability distributions."""
+def _check_block(name: str, block: torch.Tensor, is_prob: bool, sums_to_one: bool = True) -> None:
+    """Raise InvalidInputError for NaN/inf values, values outside [0, 1] or (unless multi-label) rows that
+    are not probability distributions."""
     low, high = (float(v) for v in torch.aminmax(block))  # NaN propagates; far cheaper than isfinite
     if not (math.isfinite(low) and math.isfinite(high)):
         bad = int((~torch.isfinite(block)).sum())
@@ -181,6 +193,8 @@ def _check_block(name: str, block: torch.Tensor, is_prob: bool) -> None:
         return
     if low < -1e-6 or high > 1 + 1e-6:
         raise InvalidInputError(f"{name} must hold probabilities in [0, 1] (pass softmax outputs, not logits)")
+    if not sums_to_one:
+        return
     row_sums = block.reshape(-1, block.shape[-1]) @ block.new_ones(block.shape[-1])
     deviation = float((row_sums - 1).abs().max())
     if deviation > _PROB_SUM_TOL:
@@ -198,6 +212,14 @@ def _as_labels(value: Any, device: torch.device) -> torch.Tensor:
     if tensor.numel() and int(tensor.min()) < 0:
         raise InvalidInputError("labeled_labels must be non-negative class ids")
     return tensor
+
+
+def _as_targets(value: Any, device: torch.device) -> torch.Tensor:
+    """Multi-label targets: an (L, C) 0/1 matrix as int64 (an all-zero row is "none of these")."""
+    tensor = torch.as_tensor(value)
+    if tensor.numel() and not bool(((tensor == 0) | (tensor == 1)).all()):
+        raise InvalidInputError("multi-label labeled_labels must be an (L, C) matrix of 0/1 targets")
+    return tensor.to(device=device, dtype=torch.int64)
 
 
 @dataclass(frozen=True)
@@ -296,6 +318,9 @@ class Strategy(ABC):
     Params: ClassVar[type[StrategyParams]] = StrategyParams
     needs: ClassVar[frozenset[Input]] = frozenset()
     optional: ClassVar[frozenset[Input]] = frozenset()
+    # True when the method has a sound form for multi-label pools (independent per-label sigmoids); a wrapper
+    # is sound when its own logic is and its children are (each child checks when it ranks).
+    multilabel: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         try:
@@ -335,6 +360,12 @@ class Strategy(ABC):
 
     def rank(self, pool: PoolInputs) -> Ranking:
         """Validate the inputs and return the full priority order over the pool."""
+        if pool.multilabel and not type(self).multilabel:
+            raise InvalidInputError(
+                f"strategy {self.name} has no multi-label form: it reads the probabilities as one softmax "
+                "distribution over classes, but these pool inputs are independent per-label probabilities; "
+                "GET /admin/strategies lists the strategies with a multi-label form"
+            )
         prepared = pool.prepared(self.required_inputs(), self.device, self.dtype, strategy=self.name,
                                  optional=self.optional_inputs())
         if prepared.n == 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import ValidationError
+
 from plugins.registry import Registry
 from plugins.specs import StrategySpec
 from plugins.strategies.base import Strategy
@@ -20,7 +22,7 @@ def build_strategy(spec: StrategySpec | dict[str, Any] | str, **params: Any) -> 
     elif isinstance(spec, dict):
         try:
             spec = StrategySpec(**spec)
-        except Exception as exc:  # pydantic.ValidationError: wrong shape of the spec itself
+        except (ValidationError, TypeError) as exc:  # wrong shape of the spec itself
             raise InvalidParamsError(f"a strategy spec is {{'name': str, 'params': {{...}}}}: {exc}") from None
         if params:
             spec = StrategySpec(name=spec.name, params={**spec.params, **params})
@@ -38,3 +40,9 @@ def strategy_for(spec: StrategySpec, batch: int, seed: int) -> Strategy:
         params.setdefault("batch_size", batch)
     params.setdefault("seed", seed)
     return build_strategy(spec.name, **params)
+
+
+def multilabel_strategies() -> list[str]:
+    """Names of the registered strategies whose class has a sound multi-label form, sorted."""
+    return [name for name in STRATEGIES.names() if STRATEGIES.get(name).multilabel]
+

@@ -16,37 +16,15 @@ def _grad_embeddings(probs: np.ndarray, emb: np.ndarray) -> np.ndarray:
     return np.stack([np.outer(p - np.eye(c)[np.argmax(p)], h).ravel() for p, h in zip(probs, emb)])
 
 
-def _reference_badge(probs: np.ndarray, emb: np.ndarray, k: int, rng: np.random.Generator):
-    """k-means++ seeding on the materialized g (first: largest norm; then D^2 draws), rest by norm."""
-    g = _grad_embeddings(probs, emb)
-    n = len(g)
-    sq = np.array([[np.sum((g[i] - g[j]) ** 2) for j in range(n)] for i in range(n)])
-    norms = np.linalg.norm(g, axis=1)
-    by_norm = sorted(range(n), key=lambda i: (-norms[i], i))
-    picked = [by_norm[0]]
-    while len(picked) < min(k, n):
-        weights = [min(sq[i][j] for j in picked) for i in range(n)]
-        total = sum(weights)
-        if total <= 0:
-            picked += [i for i in by_norm if i not in picked][: min(k, n) - len(picked)]
-            break
-        target, acc = rng.random() * total, 0.0
-        for i, w in enumerate(weights):
-            acc += w
-            if acc > target:
-                picked.append(i)
-                break
-    return np.array(picked + [i for i in by_norm if i not in picked]), norms
-
-
 @pytest.mark.parametrize(("n", "c", "d", "k", "seed"), [
     (40, 4, 6, 7, 0), (60, 3, 5, 20, 1), (25, 6, 3, 25, 2), (30, 2, 8, 1, 3), (12, 5, 4, 40, 4),
 ])
-def test_selection_and_scores_match_the_reference(n, c, d, k, seed, make_pool) -> None:
+def test_selection_and_scores_match_the_reference(n, c, d, k, seed, make_pool, kmeanspp_reference) -> None:
     pool = make_pool(n=n, c=c, d=d, seed=seed)
     ranking = build_strategy("badge", batch_size=k, seed=seed, dtype="float64").rank(pool)
     # the strategy draws from its generator with salt 0: default_rng([seed, 0])
-    order, norms = _reference_badge(pool.probs, pool.embeddings, k, np.random.default_rng([seed, 0]))
+    g = _grad_embeddings(pool.probs, pool.embeddings)
+    order, norms = kmeanspp_reference(g, k, np.random.default_rng([seed, 0]))
     np.testing.assert_array_equal(ranking.order, order)
     np.testing.assert_allclose(ranking.scores, norms, rtol=1e-10, atol=1e-12)
     assert ranking.info["batch_size"] == min(k, n)
