@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
+from plugins.boxes import BoxEvidence
 from plugins.device import MAX_SEED, check_device_name, pick_device
 from plugins.strategies._kernels import chunks
 from plugins.strategies.errors import InvalidInputError, InvalidParamsError, MissingInputError
@@ -37,6 +38,9 @@ class Input(str, Enum):
     LABELED_LABELS = "labeled_labels"  # (L,) integer class ids; (L, C) 0/1 targets when multi-label
     PREDICTED_LOSS = "predicted_loss"  # (N,) loss predicted by a learning-loss head
     HEAD = "head"  # callable: (M, D) embeddings -> (M, C) logits of the classifier head
+    BOXES = "boxes"  # plugins.boxes.BoxEvidence: a detector's boxes over the pool's images (M boxes in all)
+    BOX_SAMPLES = "box_samples"  # (M, K, C + 1) each box's class distribution under K MC-dropout passes
+    BOX_IOU = "box_iou"  # (M,) each box's mean IoU with its match under small input perturbations
 
 
 _POOL_SIZED = (Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.PREDICTED_LOSS)
@@ -53,6 +57,9 @@ class PoolInputs:
     labeled_labels: ArrayLike | None = None
     predicted_loss: ArrayLike | None = None
     head: Head | None = None
+    boxes: BoxEvidence | None = None
+    box_samples: ArrayLike | None = None
+    box_iou: ArrayLike | None = None
     n_items: int | None = None  # pool size when no pool-sized array is given (e.g. random)
     n_classes: int | None = None  # number of classes when no probabilities are given
     multilabel: bool = False  # independent per-label probabilities (sigmoids): rows need not sum to 1
@@ -68,6 +75,8 @@ class PoolInputs:
             value = getattr(self, inp.value)
             if value is not None:
                 return int(value.shape[0])
+        if self.boxes is not None:
+            return int(self.boxes.n_images)
         if self.n_items is None:
             raise MissingInputError("the pool size is unknown: pass n_items or a pool-sized input")
         return int(self.n_items)
@@ -112,6 +121,14 @@ class PoolInputs:
                 if not callable(value):
                     raise InvalidInputError("head must be a callable mapping embeddings to logits")
                 continue
+            if inp is Input.BOXES:
+                check_box_evidence(value, self.box_samples, self.box_iou)
+                continue
+            if inp in (Input.BOX_SAMPLES, Input.BOX_IOU):
+                if self.boxes is None:
+                    raise MissingInputError(f"{inp.value} needs boxes beside it")
+                converted[inp.value] = _as_float(inp, value, device, dtype, self.multilabel)
+                continue
             if inp is Input.LABELED_LABELS:
                 as_labels = _as_targets if self.multilabel else _as_labels
                 converted[inp.value] = as_labels(value, device)
@@ -131,6 +148,8 @@ class PoolInputs:
         sizes = {i.value: int(getattr(self, i.value).shape[0]) for i in _POOL_SIZED if getattr(self, i.value) is not None}
         if self.n_items is not None:
             sizes["n_items"] = int(self.n_items)
+        if self.boxes is not None:
+            sizes["boxes"] = int(self.boxes.n_images)
         if len(set(sizes.values())) > 1:
             raise InvalidInputError(f"pool inputs disagree on the pool size: {sizes}")
         if self.probs is not None and self.samples is not None and self.probs.shape[1] != self.samples.shape[2]:
@@ -176,7 +195,7 @@ def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype,
     tensor = tensor.to(device=device, dtype=dtype)
     if tensor.numel() == 0 or tensor.ndim == 0:
         return tensor
-    is_prob = inp in (Input.PROBS, Input.SAMPLES)
+    is_prob = inp in (Input.PROBS, Input.SAMPLES, Input.BOX_SAMPLES)
     for rows in chunks(tensor.shape[0], _CHECK_ROWS):  # one pass, bounded temporaries on large pools
         _check_block(inp.value, tensor[rows], is_prob, sums_to_one=not multilabel)
     return tensor
@@ -420,3 +439,30 @@ def _describe_field(field_info: Any) -> str:
     ann = ann.replace("typing.", "")
     default = field_info.default
     return f"{ann}, default {default!r}" if default is not None or not field_info.is_required() else ann
+
+
+def check_box_evidence(boxes: Any, samples: Any = None, iou: Any = None) -> None:
+    """InvalidInputError unless `boxes` is a well-formed BoxEvidence (shapes agree, distributions sum to 1),
+    with per-box `samples` (M, K, C + 1) and `iou` (M,) that fit it when given."""
+    if not isinstance(boxes, BoxEvidence):
+        raise InvalidInputError(f"boxes must be a plugins.boxes.BoxEvidence, got {type(boxes).__name__}")
+    image, probs = np.asarray(boxes.image), np.asarray(boxes.probs)
+    if probs.ndim != 2 or probs.shape[1] < 2:
+        raise InvalidInputError(f"boxes.probs must be (M, C + 1) with C >= 1, got shape {probs.shape}")
+    if image.shape != (probs.shape[0],):
+        raise InvalidInputError(f"boxes.image must be ({probs.shape[0]},), got shape {image.shape}")
+    if len(image) and (image.min() < 0 or image.max() >= boxes.n_images or np.any(np.diff(image) < 0)):
+        raise InvalidInputError(f"boxes.image must be non-decreasing image indices in 0..{boxes.n_images - 1}")
+    if not np.isfinite(probs).all() or (probs < 0).any() or \
+            (len(probs) and np.abs(probs.sum(axis=1) - 1.0).max() > _PROB_SUM_TOL):
+        raise InvalidInputError("boxes.probs rows must be finite class distributions summing to 1")
+    if samples is not None:
+        samples = np.asarray(samples)
+        if samples.ndim != 3 or samples.shape[0] != probs.shape[0] or samples.shape[2] != probs.shape[1] \
+                or samples.shape[1] < 1:
+            raise InvalidInputError(f"boxes.samples must be (M, K, C + 1) = ({probs.shape[0]}, K, "
+                                    f"{probs.shape[1]}), got shape {samples.shape}")
+    if iou is not None:
+        iou = np.asarray(iou)
+        if iou.shape != (probs.shape[0],) or not np.isfinite(iou).all() or (iou < 0).any() or (iou > 1).any():
+            raise InvalidInputError(f"boxes.iou must be ({probs.shape[0]},) values in [0, 1]")
