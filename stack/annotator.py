@@ -40,35 +40,55 @@ DIGITS_LABEL_CONFIG = choices_config(DIGITS)  # the digits projects of the tests
 DIGITS_DEMO_CONFIG = choices_config(DIGITS, inline=True)  # the demo's: radio buttons in one line
 
 
+def rectangles_config(values: Iterable[str], *, name: str = "label", to_name: str = "image",
+                      data_key: str = "image") -> str:
+    """A labeling config: one Image (`$data_key`) and one RectangleLabels tag over `values` (boxes)."""
+    labels = "".join(f'<Label value="{v}"/>' for v in values)
+    return (f'<View><Image name="{to_name}" value="${data_key}"/><RectangleLabels name="{name}" '
+            f'toName="{to_name}">{labels}</RectangleLabels></View>')
+
+
+# a box an annotator draws: (label, x0, y0, x1, y1), corners relative to the image (0..1)
+Box = tuple[str, float, float, float, float]
+
+
 @dataclass(frozen=True)
 class LabelingInterface:
-    """What an annotation of a Choices-over-Image config names: its Choices tag (`from_name`), the Image it
-    labels (`to_name`), the task field of the image (`data_key`), the choices and whether several may be
-    ticked."""
+    """What an annotation of a Choices- or RectangleLabels-over-Image config names: its control tag
+    (`from_name`, `control`), the Image it labels (`to_name`), the task field of the image (`data_key`), the
+    labels and whether several choices may be ticked."""
 
     from_name: str = "label"
     to_name: str = "image"
     data_key: str = "image"
     choices: tuple[str, ...] = tuple(DIGITS)
     multiple: bool = False
+    control: str = "choices"  # or "rectanglelabels"
 
     @classmethod
     def parse(cls, config: str) -> LabelingInterface:
-        """The first Choices tag of `config` and the Image it labels; ValueError when there is none."""
+        """The first Choices or RectangleLabels tag of `config` and the Image it labels; ValueError when there
+        is none."""
         root = ET.fromstring(config)
-        tag = root if root.tag == "Choices" else root.find(".//Choices")
+        tag = next((el for el in root.iter() if el.tag in ("Choices", "RectangleLabels")), None)
         if tag is None:
-            raise ValueError("the label config has no Choices tag")
+            raise ValueError("the label config has no Choices or RectangleLabels tag")
         to_name = tag.get("toName", "")
         image = next((el for el in root.iter() if el.get("name") == to_name), None)
         value = image.get("value", "") if image is not None else ""
         return cls(from_name=tag.get("name", ""), to_name=to_name, data_key=value.lstrip("$") or "image",
-                   choices=tuple(c.get("value", "") for c in tag.iter("Choice")),
-                   multiple=tag.get("choice") == "multiple")
+                   choices=tuple(c.get("value", "") for c in tag.iter() if c.tag in ("Choice", "Label")),
+                   multiple=tag.get("choice") == "multiple", control=tag.tag.lower())
 
-    def result(self, choices: str | Sequence[str]) -> list[dict[str, Any]]:
-        """An annotation result ticking `choices` (one label, or a list of them)."""
-        picked = [choices] if isinstance(choices, str) else list(choices)
+    def result(self, answer: str | Sequence[str] | Sequence[Box]) -> list[dict[str, Any]]:
+        """An annotation result: ticking `answer` (one label, or a list of them), or for a RectangleLabels
+        config drawing the boxes `answer` lists (an empty list: nothing here)."""
+        if self.control == "rectanglelabels":
+            return [{"from_name": self.from_name, "to_name": self.to_name, "type": "rectanglelabels",
+                     "value": {"x": 100 * x0, "y": 100 * y0, "width": 100 * (x1 - x0), "height": 100 * (y1 - y0),
+                               "rotation": 0, "rectanglelabels": [label]}}
+                    for label, x0, y0, x1, y1 in answer]  # type: ignore[misc]
+        picked = [answer] if isinstance(answer, str) else list(answer)
         return [{"from_name": self.from_name, "to_name": self.to_name, "type": "choices",
                  "value": {"choices": picked}}]
 
