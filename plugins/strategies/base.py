@@ -121,8 +121,10 @@ class PoolInputs:
                 if not callable(value):
                     raise InvalidInputError("head must be a callable mapping embeddings to logits")
                 continue
-            if inp is Input.BOXES:
-                check_box_evidence(value, self.box_samples, self.box_iou)
+            if inp is Input.BOXES:  # with the per-box inputs the strategy reads (the others go unchecked)
+                read = needs | optional
+                check_box_evidence(value, self.box_samples if Input.BOX_SAMPLES in read else None,
+                                   self.box_iou if Input.BOX_IOU in read else None)
                 continue
             if inp in (Input.BOX_SAMPLES, Input.BOX_IOU):
                 if self.boxes is None:
@@ -447,6 +449,12 @@ def check_box_evidence(boxes: Any, samples: Any = None, iou: Any = None) -> None
     if not isinstance(boxes, BoxEvidence):
         raise InvalidInputError(f"boxes must be a plugins.boxes.BoxEvidence, got {type(boxes).__name__}")
     image, probs = np.asarray(boxes.image), np.asarray(boxes.probs)
+    n_images = boxes.n_images
+    if isinstance(n_images, bool) or not isinstance(n_images, (int, np.integer)) or n_images < 0:
+        raise InvalidInputError(f"boxes.n_images must be a non-negative integer, got {n_images!r}")
+    integral = image.dtype.kind in "iu" or (image.dtype.kind == "f" and np.array_equal(image, np.round(image)))
+    if not integral:
+        raise InvalidInputError(f"boxes.image must hold integer image indices, got dtype {image.dtype}")
     if probs.ndim != 2 or probs.shape[1] < 2:
         raise InvalidInputError(f"boxes.probs must be (M, C + 1) with C >= 1, got shape {probs.shape}")
     if image.shape != (probs.shape[0],):
@@ -460,9 +468,9 @@ def check_box_evidence(boxes: Any, samples: Any = None, iou: Any = None) -> None
         samples = np.asarray(samples)
         if samples.ndim != 3 or samples.shape[0] != probs.shape[0] or samples.shape[2] != probs.shape[1] \
                 or samples.shape[1] < 1:
-            raise InvalidInputError(f"boxes.samples must be (M, K, C + 1) = ({probs.shape[0]}, K, "
+            raise InvalidInputError(f"box_samples must be (M, K, C + 1) = ({probs.shape[0]}, K, "
                                     f"{probs.shape[1]}), got shape {samples.shape}")
     if iou is not None:
         iou = np.asarray(iou)
         if iou.shape != (probs.shape[0],) or not np.isfinite(iou).all() or (iou < 0).any() or (iou > 1).any():
-            raise InvalidInputError(f"boxes.iou must be ({probs.shape[0]},) values in [0, 1]")
+            raise InvalidInputError(f"box_iou must be ({probs.shape[0]},) values in [0, 1], one per box")

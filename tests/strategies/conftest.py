@@ -7,6 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
+from plugins.boxes import BoxEvidence
+
 
 def _kmeanspp(g: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """k-means++ seeding on the rows of g (first: largest norm; then D^2 draws), the rest by norm; and the norms."""
@@ -34,3 +36,25 @@ def _kmeanspp(g: np.ndarray, k: int, rng: np.random.Generator) -> tuple[np.ndarr
 def kmeanspp_reference() -> Callable[[np.ndarray, int, np.random.Generator], tuple[np.ndarray, np.ndarray]]:
     """The slow k-means++ seeding BADGE is checked against."""
     return _kmeanspp
+
+
+def _box_inputs(n: int, c: int = 3, k: int = 6, seed: int = 0, mean_boxes: float = 1.5) -> dict:
+    """Detector evidence over n images: a Poisson number of boxes each (some none), K MC-dropout passes of
+    each box's C + 1 distribution (last column background) around a box logit, their mean as the box's
+    distribution, and a per-box IoU under perturbation in [0.3, 1]."""
+    rng = np.random.default_rng([seed, 7])
+    counts = rng.poisson(mean_boxes, size=n)
+    image = np.repeat(np.arange(n), counts).astype(np.int64)
+    m = len(image)
+    logits = rng.normal(scale=rng.uniform(0.5, 4.0, size=(m, 1)), size=(m, c + 1))
+    passes = logits[:, None, :] + rng.normal(scale=rng.uniform(0.1, 1.5, size=(m, 1, 1)), size=(m, k, c + 1))
+    passes = np.exp(passes - passes.max(axis=-1, keepdims=True))
+    samples = passes / passes.sum(axis=-1, keepdims=True)
+    return {"boxes": BoxEvidence(n_images=n, image=image, probs=samples.mean(axis=1)), "box_samples": samples,
+            "box_iou": rng.uniform(0.3, 1.0, size=m)}
+
+
+@pytest.fixture
+def box_inputs() -> Callable[..., dict]:
+    """Factory of consistent detector evidence: {'boxes', 'box_samples', 'box_iou'} for PoolInputs."""
+    return _box_inputs

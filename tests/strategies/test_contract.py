@@ -8,6 +8,7 @@ import numpy as np
 import torch
 import pytest
 
+from plugins.boxes import BoxEvidence
 from plugins.strategies import (
     STRATEGIES,
     Input,
@@ -19,7 +20,20 @@ from plugins.strategies import (
 )
 
 ALL = STRATEGIES.names()
-FLOAT_INPUTS = [Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.LABELED_EMBEDDINGS, Input.PREDICTED_LOSS]
+FLOAT_INPUTS = [Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.LABELED_EMBEDDINGS, Input.PREDICTED_LOSS,
+                Input.BOX_SAMPLES, Input.BOX_IOU]
+
+
+@pytest.fixture
+def make_pool(make_pool, box_inputs):
+    """The shared pools with detector evidence over the same images beside them (for the box strategies)."""
+
+    def build(**kwargs) -> PoolInputs:
+        pool = make_pool(**kwargs)
+        boxes = box_inputs(n=pool.n, c=pool.num_classes, seed=kwargs.get("seed", 0))
+        return dataclasses.replace(pool, **boxes)
+
+    return build
 
 
 def _assert_permutation(order: np.ndarray, n: int) -> None:
@@ -79,7 +93,8 @@ def test_empty_pool(name, make_pool) -> None:
     full = make_pool(n=10)
     empty = dataclasses.replace(
         full, probs=full.probs[:0], samples=full.samples[:0], embeddings=full.embeddings[:0],
-        predicted_loss=full.predicted_loss[:0],
+        predicted_loss=full.predicted_loss[:0], box_samples=full.box_samples[:0], box_iou=full.box_iou[:0],
+        boxes=BoxEvidence(0, full.boxes.image[:0], full.boxes.probs[:0]),
     )
     ranking = build_strategy(name).rank(empty)
     assert ranking.order.shape == (0,)
@@ -104,6 +119,23 @@ def test_non_finite_input_is_a_clear_error(name, make_pool) -> None:
             array.flat[3] = bad
             with pytest.raises(InvalidInputError, match=inp.value):
                 strategy.rank(dataclasses.replace(pool, **{inp.value: array}))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_malformed_box_evidence_is_a_clear_error(name, make_pool) -> None:
+    strategy = build_strategy(name, **_small_batch(name))
+    if Input.BOXES not in strategy.required_inputs():
+        pytest.skip(f"{name} reads no boxes")
+    pool = make_pool(n=20)
+    boxes = pool.boxes
+    probs = np.array(boxes.probs)
+    probs[0, 0] = np.nan
+    unsorted = boxes.image[::-1].copy()
+    for bad in (BoxEvidence(20, boxes.image, probs), BoxEvidence(20, unsorted, boxes.probs),
+                BoxEvidence(20, boxes.image, boxes.probs * 2), BoxEvidence(20, boxes.image[1:], boxes.probs),
+                probs):
+        with pytest.raises(InvalidInputError, match="boxes"):
+            strategy.rank(dataclasses.replace(pool, boxes=bad))
 
 
 @pytest.mark.parametrize("name", ALL)
