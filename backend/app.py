@@ -43,7 +43,8 @@ from backend.metrics import Metrics
 from backend.model_api import LabelStudioModel, Services, load_model_class
 from core.model_cache import ModelCache
 from backend.predictor import Predictor
-from core.project_settings import InvalidSettingsError, strategy_param_help
+from core.label_config import kind_of
+from core.project_settings import InvalidSettingsError, settings_for_kind, strategy_param_help
 from backend.protocol import (
     MAX_PROJECT_ID,
     PredictRequest,
@@ -176,6 +177,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if delivered is not None:
             remember_token(redis, project, delivered)
         redis.sadd(PROJECTS_KEY, project)
+        if body.label_config:  # a kind the defaults do not fit (detection) starts with a model and strategy that do
+            seeded = settings_for_kind(settings.defaults, kind_of(body.label_config))
+            if seeded is not settings.defaults:
+                store(project).seed_settings(seeded)
         connect_if_needed(project)
 
     @app.post("/setup", openapi_extra=body_schema(SetupRequest))

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.image_fetch import Skipped
-from plugins.kinds import TaskKind
+from plugins.kinds import TaskKind, UnusableAnswer
 
 
 @dataclass
@@ -49,7 +49,11 @@ def split_tasks(tasks: Iterable[dict[str, Any]], kind: TaskKind) -> TaskSets:
         if annotation is None:
             sets.unlabeled.append((task_id, value))
             continue
-        answer = kind.answer(annotation.get("result") or [])
+        try:
+            answer = kind.answer(annotation.get("result") or [])
+        except UnusableAnswer as exc:
+            sets.skipped.append(Skipped(task_id, "unusable_annotation", f"annotation {annotation.get('id')}: {exc}"))
+            continue
         if answer is None:
             sets.skipped.append(Skipped(task_id, "no_label", f"annotation {annotation.get('id')} chose no known "
                                                              f"{kind.from_name!r} label"))

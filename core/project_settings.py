@@ -64,6 +64,23 @@ class ProjectSettings(BaseModel):
         return {**derived, **self.model.params}
 
 
+def settings_for_kind(defaults: ProjectSettings, kind: Any) -> ProjectSettings:
+    """`defaults` with the model and strategy a new project of `kind` needs where the defaults' do not fit it
+    (a detection project gets the detector and a box strategy); `defaults` itself when they fit."""
+    from plugins.specs import ModelSpec, StrategySpec
+
+    update: dict[str, Any] = {}
+    if kind.models and defaults.model.name not in kind.models:
+        update["model"] = ModelSpec(name=kind.models[0])
+        if kind.default_image_size is not None:
+            update["image_size"] = kind.default_image_size
+    try:
+        kind.check_strategy(defaults.build_strategy())
+    except ValueError:
+        update["strategy"] = StrategySpec(name=kind.default_strategy)
+    return defaults.model_copy(update=update) if update else defaults
+
+
 class InvalidSettingsError(ValueError):
     """Settings an admin asked for that cannot work; the message says why and what is allowed."""
 
@@ -134,11 +151,20 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
 
         if settings.image_size < MIN_SIZE:
             raise InvalidSettingsError(f"augment needs image_size >= {MIN_SIZE}, got {settings.image_size}")
+        from plugins.augment.synthesis import build_box_rules
+
         for number, rule in enumerate(settings.augment, 1):
             try:
                 build_augmentation(rule.augmentation, **rule.params)
             except (UnknownPluginError, InvalidParamsError, ValueError, TypeError) as exc:
-                raise InvalidSettingsError(f"augment rule {number}: {exc}") from None
+                # the settings do not know the project's kind: a rule that a detection project can use (box
+                # copy-paste needs no patch folder) stands; the kind checks it again at the retrain
+                names = sorted({*(rule.source or []), *([rule.label] if rule.label else [])} - {""}) or ["_"]
+                try:
+                    build_box_rules([rule], names)
+                except (InvalidParamsError, ValueError, TypeError) as box_exc:
+                    raise InvalidSettingsError(f"augment rule {number}: {exc} (as a detection rule: {box_exc})") \
+                        from None
     try:
         build_model(settings.model.name, 2, **settings.model_params())
     except UnknownPluginError as exc:

@@ -54,6 +54,14 @@ class ProjectStore:
         raw = self.redis.get(self.key("settings"))
         return None if raw is None else json.loads(raw)
 
+    def seed_settings(self, settings: ProjectSettings) -> bool:
+        """Store `settings` unless the project has settings already; True when they were stored."""
+        settings = validate_settings(settings)
+        stored = bool(self.redis.set(self.key("settings"), settings.model_dump_json(), nx=True))
+        if stored:
+            self.redis.sadd(PROJECTS_KEY, self.project)
+        return stored
+
     def set_settings(self, settings: ProjectSettings) -> ProjectSettings:
         """Validate and store `settings` (InvalidSettingsError leaves the old ones in force)."""
         settings = validate_settings(settings)

@@ -43,10 +43,10 @@ def test_a_config_a_kind_matches_but_that_is_wrong_says_what_is_wrong(config, wo
 
 
 def test_a_config_no_kind_serves_names_every_kind_and_what_it_needs():
-    boxes = _config('<RectangleLabels name="b" toName="img"><Label value="scratch"/></RectangleLabels>')
+    polygons = _config('<PolygonLabels name="b" toName="img"><Label value="scratch"/></PolygonLabels>')
     text = _config('<Choices name="c" toName="t"><Choice value="a"/><Choice value="b"/></Choices>',
                    '<Text name="t" value="$text"/>')
-    for config in (boxes, text, "<View></View>"):
+    for config in (polygons, text, "<View></View>"):
         with pytest.raises(UnsupportedConfigError) as err:
             kind_for(parse_config(config))
         for name in KINDS.registered():

@@ -64,7 +64,7 @@ def rescore(project: int) -> dict[str, Any]:
         stale = stale_model(kind, ctx.models.get(ctx.project, version), version)
         if stale:
             return {"status": "stale_model", "reason": stale}
-        if len(sets.unlabeled) > ctx.project_settings.shard_size:
+        if kind.shardable and len(sets.unlabeled) > ctx.project_settings.shard_size:
             project_strategy(ctx, kind)  # refused for this kind before any shard is computed
             return plan_shards(ctx, version, sets.unlabeled, ctx.project_settings.shard_size)
         scored = score_tasks(ctx, version, sets.unlabeled, kind, sets.labeled)

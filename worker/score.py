@@ -21,7 +21,7 @@ class Scored:
 
     task_ids: list[int]
     ranking: Ranking
-    outputs: np.ndarray  # (N, ...) the model's per-task output (class or label probabilities)
+    outputs: np.ndarray  # (N, ...) the model's per-task output (class or label probabilities; Detections)
     kind: TaskKind
     artifact: Artifact
     version: str
@@ -47,7 +47,7 @@ def project_strategy(ctx: JobContext, kind: TaskKind) -> Strategy:
 def needed_inputs(strategy: Strategy, artifact: Artifact) -> frozenset[Input]:
     """What the model computes for `strategy`: its required inputs, the optional ones it provides, probs."""
     return frozenset(strategy.required_inputs() | (strategy.optional_inputs() & artifact.model.provides)
-                     | {Input.PROBS})
+                     | ({Input.PROBS} & artifact.model.provides))
 
 
 def labeled_inputs(ctx: JobContext, kind: TaskKind, artifact: Artifact,
@@ -83,6 +83,7 @@ def score_tasks(ctx: JobContext, version: str, pool: list[tuple[int, Any]], kind
         inputs = artifact.model.pool_inputs(x_pool, needs, x_lab, y_lab)
     with ctx.phase("strategy"):
         ranking = strategy.rank(inputs)
+    # a classifier's pool probabilities are its outputs; a model without them (a detector) predicts again
     outputs = np.asarray(inputs.probs, dtype=np.float64) if inputs.probs is not None else \
         artifact.model.predict_proba(x_pool)
     return Scored(ids, ranking, outputs, kind, artifact, version, strategy, settings.label_threshold)

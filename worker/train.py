@@ -6,7 +6,6 @@ Everything kind-specific (targets, held-out metrics, model options) comes from t
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +15,6 @@ from core.curves import learning_curve_png
 from core.model_cache import artifact_path, project_dir
 from core.project_settings import ProjectSettings
 from core.store import version_number
-from plugins.augment.synthesis import synthesize
 from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.kinds import TaskKind
 from plugins.models import build_model
@@ -42,9 +40,7 @@ def with_synthetic(settings: ProjectSettings, kind: TaskKind, x: np.ndarray, y: 
     """(x, y) plus the synthetic items the project's augment rules make from them, and the count per rule."""
     if not settings.augment:
         return x, y, []
-    rng = np.random.default_rng([settings.seed, salt])
-    made = synthesize(x, y, settings.augment, list(kind.labels), rng,
-                      multilabel=bool(kind.model_params().get("multilabel")))
+    made = kind.synthesize(x, y, settings.augment, np.random.default_rng([settings.seed, salt]))
     return np.concatenate([x, made.images]), np.concatenate([y, made.y]), made.counts
 
 
@@ -79,12 +75,15 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     with ctx.phase("load_inputs"):
         ids, x, skipped = ctx.inputs(kind, [(t, v) for t, v, _ in sets.labeled])
     answer_of = {t: answer for t, _, answer in sets.labeled}
-    y = kind.encode([answer_of[t] for t in ids])
-    strata = kind.strata(y)
-    if len(np.unique(strata)) < 2:
-        return {"status": "waiting_for_labels", "labeled": len(ids),
-                "reason": "the labeled tasks cover fewer than 2 classes", "skipped": len(skipped)}
-    train_idx, held_idx = holdout_split(strata, settings.holdout_fraction, settings.seed)
+    answers = [answer_of[t] for t in ids]
+    y = kind.encode(answers)
+    reason = kind.not_ready(y)
+    if reason is not None:
+        return {"status": "waiting_for_labels", "labeled": len(ids), "reason": reason, "skipped": len(skipped)}
+    if kind.models and settings.model.name not in kind.models:
+        raise ValueError(f"model {settings.model.name!r} does not fit a {kind.title} project; set the project's "
+                         f"model to one of: {', '.join(kind.models)}")
+    train_idx, held_idx = holdout_split(kind.strata(y), settings.holdout_fraction, settings.seed)
     model_params = {**settings.model_params(), **kind.model_params()}
     model = build_model(settings.model.name, len(kind.labels), **model_params)
     warm_from = _warm_start(ctx, model, list(kind.labels))
@@ -103,7 +102,7 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     ctx.check_lock()  # another job may hold the project now: its version, not ours, comes next
     version = store.next_version(at_least=newest_on_disk + 1)
     path = artifact_path(ctx.settings.model_dir, ctx.project, version)
-    counts = _label_counts(kind, y)
+    counts = kind.label_counts(y)
     augmentation = {"rules": [r.model_dump(mode="json") for r in settings.augment], "synthetic": synthetic,
                     "real": int(len(y))} if settings.augment else None
     extra = {"project": ctx.project, "tasks": [int(t) for t in ids], "annotations": sorted(sets.annotation_ids),
@@ -116,7 +115,7 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     record = {"version": version, "path": str(path), "created_at": time.time(), "metrics": metrics,
               "labeled": len(ids), "class_counts": counts, "skipped": len(skipped) + len(sets.skipped),
               "model": settings.model.name, "kind": kind.name, "primary_metric": kind.primary_metric,
-              "warm_start": warm_from, "augmentation": augmentation,
+              "warm_start": warm_from, "augmentation": augmentation, **kind.answers_report(answers),
               "max_annotation_id": max(sets.annotation_ids, default=0), "timings": dict(ctx.timings)}
     ctx.check_lock()
     store.add_version(record)
@@ -128,13 +127,6 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     store.set_info(skipped=[s.__dict__ for s in (skipped + sets.skipped)[:50]], labeled=len(ids),
                    unlabeled=len(sets.unlabeled))
     return {"status": "trained", **record}
-
-
-def _label_counts(kind: TaskKind, y: np.ndarray) -> dict[str, int]:
-    """Labeled tasks per label (a multi-label task counts once for each label it has)."""
-    if y.ndim == 2:
-        return {label: int(n) for label, n in zip(kind.labels, y.sum(axis=0))}
-    return {kind.labels[i]: n for i, n in Counter(int(v) for v in y).items()}
 
 
 def _warm_start(ctx: JobContext, model: Any, labels: list[str]) -> str | None:

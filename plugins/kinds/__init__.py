@@ -6,8 +6,9 @@ else, if anything, it needs: an input loader in core/inputs.py for a new input t
 
 from __future__ import annotations
 
-from plugins.kinds.base import LabelConfig, Tag, TaskKind, UnsupportedConfigError
+from plugins.kinds.base import LabelConfig, Tag, TaskKind, UnsupportedConfigError, UnusableAnswer
 from plugins.kinds.registry import KINDS, kind_for, register
-from plugins.kinds import classification  # noqa: E402,F401  (registers the built-in kinds, in match order)
+from plugins.kinds import classification, detection  # noqa: E402,F401  (registers the built-in kinds, in match order)
 
-__all__ = ["KINDS", "LabelConfig", "Tag", "TaskKind", "UnsupportedConfigError", "kind_for", "register"]
+__all__ = ["KINDS", "LabelConfig", "Tag", "TaskKind", "UnsupportedConfigError", "UnusableAnswer", "kind_for",
+           "register"]

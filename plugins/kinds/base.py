@@ -46,6 +46,10 @@ class UnsupportedConfigError(ValueError):
     """A labeling config no kind serves, or one a kind matches but that is wrong; the message says why."""
 
 
+class UnusableAnswer(ValueError):
+    """An annotation the kind cannot train on (e.g. a rotated box); the message says why, the task is skipped."""
+
+
 @dataclass(frozen=True)
 class TaskKind(ABC):
     """One served kind of task, bound to the control and object of a project's config."""
@@ -57,6 +61,9 @@ class TaskKind(ABC):
     models: ClassVar[tuple[str, ...]] = ()  # model plugins that fit this kind
     primary_metric: ClassVar[str] = "holdout_accuracy"  # the held-out figure learning curves plot
     uncertainty_name: ClassVar[str] = "entropy"  # what `uncertainty` measures, in the words a person reads
+    shardable: ClassVar[bool] = True  # a large rescore may be split into shard jobs (array outputs)
+    default_strategy: ClassVar[str] = "badge"  # a new project's strategy when the defaults' has no form here
+    default_image_size: ClassVar[int | None] = None  # a new project's image size when the defaults' model does not fit
 
     from_name: str  # the control's name
     to_name: str  # the object's name
@@ -100,6 +107,30 @@ class TaskKind(ABC):
     @abstractmethod
     def metrics(self, y: np.ndarray, outputs: np.ndarray, threshold: float) -> dict[str, float]:
         """Held-out metrics of outputs against targets."""
+
+    def not_ready(self, y: np.ndarray) -> str | None:
+        """Why the labeled set `y` cannot train a model yet (None: it can)."""
+        if len(np.unique(self.strata(y))) < 2:
+            return "the labeled tasks cover fewer than 2 classes"
+        return None
+
+    def label_counts(self, y: np.ndarray) -> dict[str, int]:
+        """Labeled items per label (an item with several labels counts once for each)."""
+        y = np.asarray(y)
+        if y.ndim == 2:
+            return {label: int(n) for label, n in zip(self.labels, y.sum(axis=0))}
+        counts = np.bincount(y.astype(np.int64), minlength=len(self.labels))
+        return {label: int(n) for label, n in zip(self.labels, counts) if n}
+
+    def answers_report(self, answers: Sequence[Any]) -> dict[str, int]:
+        """What reading `answers` changed or dropped, for the retrain's report (e.g. boxes clipped)."""
+        return {}
+
+    def synthesize(self, x: np.ndarray, y: np.ndarray, rules: Sequence[Any], rng: np.random.Generator) -> Any:
+        """Synthetic training items the project's augment rules make from (x, y) (plugins.augment.synthesis)."""
+        from plugins.augment.synthesis import synthesize  # torch-free import of the kinds
+
+        return synthesize(x, y, rules, list(self.labels), rng, multilabel=bool(self.model_params().get("multilabel")))
 
     def model_params(self) -> dict[str, Any]:
         """Model hyperparameters this kind fixes (e.g. multilabel outputs)."""
