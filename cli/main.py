@@ -156,8 +156,9 @@ def _key_values(pairs: list[str], option: str) -> dict:
 
 @app.command()
 def simulate(
-    dataset: Annotated[str, typer.Option(help="digits, mnist, folder or defects")] = "digits",
-    model: Annotated[str, typer.Option(help="model plugin: logistic, cnn or ensemble")] = "logistic",
+    dataset: Annotated[str, typer.Option(
+        help="digits, mnist, folder or defects; detection_defects (boxes: use --model detector)")] = "digits",
+    model: Annotated[str, typer.Option(help="model plugin: logistic, cnn, ensemble or detector")] = "logistic",
     strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = (
         "random,margin,entropy,bald,badge"),
     seeds: Annotated[int, typer.Option(min=1)] = 3,
@@ -202,6 +203,7 @@ def report(
     runs: Annotated[list[Path], typer.Argument(help="folders (or results.csv files) of earlier simulations")],
     target: Annotated[float, typer.Option(help="accuracy for the labels-to-target table")] = 0.9,
     title: Annotated[str, typer.Option(help="plot title")] = "",
+    metric: Annotated[str, typer.Option(help="what the runs measured (detection: 'test map_50')")] = "test accuracy",
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/report"),
 ) -> None:
     """Merge the results of several `lsal simulate` runs into one CSV, PNG and summary table."""
@@ -216,7 +218,7 @@ def report(
         results += rows
     if not results:
         raise typer.BadParameter("no results in the given runs", param_hint="RUNS")
-    result = write_report(results, names, target, out, title=title)
+    result = write_report(results, names, target, out, title=title, metric=metric)
     console.print(result.table_path.read_text())
     console.print(f"wrote {result.csv_path}, {result.png_path}, {result.table_path}")
 

@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+from plugins.kinds import TaskKind
 from plugins.models import ModelPlugin
-from plugins.strategies import Strategy
+from plugins.strategies import PoolInputs, Strategy
 from plugins.stopping import RoundRecord, StoppingRule, should_stop
 
 # Training metrics of each round's fit kept in the results (NaN where a model does not report one), to
@@ -67,6 +68,79 @@ def initial_indices(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     return np.concatenate([chosen, rest.astype(np.int64)])
 
 
+@dataclass(frozen=True)
+class Measure:
+    """What a round measured on the test set: the primary metric, a second one, one value per class."""
+
+    primary: float
+    secondary: float
+    per_class: tuple[float, ...]
+
+
+class LoopTask:
+    """How the loop measures a round and counts labels: single-label classification (this class) or a task
+    kind's form of it (`KindTask`, e.g. object detection)."""
+
+    metric_name = "test accuracy"
+
+    def measure(self, model: ModelPlugin, x_test: np.ndarray, y_test: np.ndarray, n_classes: int) -> Measure:
+        """Accuracy, macro-F1 and per-class recall of the model on the test set."""
+        pred = model.predict_proba(x_test).argmax(axis=1)
+        recall = recall_score(y_test, pred, labels=np.arange(n_classes), average=None, zero_division=0)
+        return Measure(float(accuracy_score(y_test, pred)),
+                       float(f1_score(y_test, pred, average="macro", zero_division=0)),
+                       tuple(float(r) for r in recall))
+
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        """Groups the first labels are balanced over."""
+        return np.asarray(y)
+
+    def counts(self, y: np.ndarray, n_classes: int) -> tuple[int, ...]:
+        """Labels of each class among `y`."""
+        return tuple(int(c) for c in np.bincount(np.asarray(y, dtype=np.int64), minlength=n_classes))
+
+    def max_uncertainty(self, model: ModelPlugin, inputs: PoolInputs | None, x: np.ndarray) -> float:
+        """The largest uncertainty left among the scored items (the max-uncertainty stopping signal)."""
+        return _entropy_max(inputs.probs if inputs is not None and inputs.probs is not None
+                            else model.predict_proba(x))
+
+
+@dataclass(frozen=True)
+class KindTask(LoopTask):
+    """The loop for a task kind (plugins.kinds): its primary held-out metric, its strata and label counts."""
+
+    kind: TaskKind
+    secondary_metric: str = ""
+    per_class_prefix: str = ""
+    threshold: float = 0.5
+
+    @property
+    def metric_name(self) -> str:  # type: ignore[override]
+        return "test " + self.kind.primary_metric.removeprefix("holdout_")
+
+    def measure(self, model: ModelPlugin, x_test: np.ndarray, y_test: np.ndarray, n_classes: int) -> Measure:
+        metrics = self.kind.metrics(y_test, model.predict_proba(x_test), self.threshold)
+        per_class = tuple(float(metrics.get(f"{self.per_class_prefix}{label}", math.nan))
+                          for label in self.kind.labels)
+        return Measure(float(metrics[self.kind.primary_metric]),
+                       float(metrics.get(self.secondary_metric, math.nan)), per_class)
+
+    def strata(self, y: np.ndarray) -> np.ndarray:
+        return self.kind.strata(y)
+
+    def counts(self, y: np.ndarray, n_classes: int) -> tuple[int, ...]:
+        counts = self.kind.label_counts(y)
+        return tuple(int(counts.get(label, 0)) for label in self.kind.labels)
+
+    def max_uncertainty(self, model: ModelPlugin, inputs: PoolInputs | None, x: np.ndarray) -> float:
+        if not len(x):
+            return 0.0
+        return float(np.max(self.kind.uncertainty(model.predict_proba(x))))
+
+
+CLASSIFICATION = LoopTask()
+
+
 def run_loop(
     make_model: Callable[[], ModelPlugin],
     strategy: Strategy,
@@ -83,16 +157,19 @@ def run_loop(
     label: str | None = None,
     stopping: StoppingRule | None = None,
     on_round: Callable[[RoundResult], None] | None = None,
+    task: LoopTask = CLASSIFICATION,
+    n_classes: int | None = None,
 ) -> list[RoundResult]:
     """Run the loop; the oracle reveals y_pool only for the items the strategy ranks first.
 
     With `pool_subsample`, each round scores a fresh random subset of that many unlabeled items
     (Gal et al. 2017 score 2,000 per round) instead of the whole pool. `label` names the run in the
-    results (default: the strategy's name).
+    results (default: the strategy's name). `task` says how a round is measured (classification by
+    default; a `KindTask` for another task kind, whose RoundResult.accuracy is the kind's primary metric).
     """
-    n_classes = int(max(y_pool.max(), y_test.max())) + 1
+    n_classes = n_classes or int(max(y_pool.max(), y_test.max())) + 1
     rng = np.random.default_rng([seed, 1])
-    labeled = initial_indices(y_pool, initial, seed)
+    labeled = initial_indices(task.strata(y_pool), initial, seed)
     unlabeled = np.setdiff1d(np.arange(len(y_pool)), labeled)
     results: list[RoundResult] = []
     history: list[RoundRecord] = []
@@ -100,10 +177,7 @@ def run_loop(
         started = time.perf_counter()
         model = make_model()
         trained = model.fit(x_pool[labeled], y_pool[labeled])
-        pred = model.predict_proba(x_test).argmax(axis=1)
-        accuracy = float(accuracy_score(y_test, pred))
-        macro_f1 = float(f1_score(y_test, pred, average="macro", zero_division=0))
-        recall = recall_score(y_test, pred, labels=np.arange(n_classes), average=None, zero_division=0)
+        measured = task.measure(model, x_test, y_test, n_classes)
         ranking = None
         candidates = unlabeled
         if pool_subsample is not None and len(unlabeled) > pool_subsample:
@@ -112,15 +186,14 @@ def run_loop(
             needs = strategy.required_inputs() | (strategy.optional_inputs() & model.provides)
             inputs = model.pool_inputs(x_pool[candidates], needs, x_pool[labeled], y_pool[labeled])
             ranking = strategy.rank(inputs)
-            max_unc = _entropy_max(inputs.probs)
+            max_unc = task.max_uncertainty(model, inputs, x_pool[candidates])
         else:
-            max_unc = _entropy_max(model.predict_proba(x_pool[candidates]))
-        history.append(RoundRecord(labels=len(labeled), metric=accuracy, max_uncertainty=max_unc))
+            max_unc = task.max_uncertainty(model, None, x_pool[candidates])
+        history.append(RoundRecord(labels=len(labeled), metric=measured.primary, max_uncertainty=max_unc))
         reason = should_stop(history, stopping) if stopping else None
-        result = RoundResult(label or strategy.name, seed, round_no, len(labeled), accuracy, macro_f1, max_unc,
-                             time.perf_counter() - started, tuple(float(r) for r in recall),
-                             tuple(int(c) for c in np.bincount(y_pool[labeled], minlength=n_classes)), reason,
-                             fit_metrics(trained))
+        result = RoundResult(label or strategy.name, seed, round_no, len(labeled), measured.primary,
+                             measured.secondary, max_unc, time.perf_counter() - started, measured.per_class,
+                             task.counts(y_pool[labeled], n_classes), reason, fit_metrics(trained))
         results.append(result)
         if on_round:
             on_round(result)

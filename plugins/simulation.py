@@ -14,8 +14,10 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from plugins.datasets import Dataset, load_dataset
+from plugins.detection_data import DETECTION_DATASETS, DetectionDataset, load_detection_dataset
 from plugins.fileio import atomic_write
-from plugins.loop import FIT_METRICS, RoundResult, run_loop
+from plugins.kinds.detection import ImageDetection
+from plugins.loop import CLASSIFICATION, FIT_METRICS, KindTask, LoopTask, RoundResult, run_loop
 from plugins.models import build_model
 from plugins.savings import labels_to_reach, savings, savings_interval
 from plugins.stopping import StoppingRule
@@ -27,9 +29,9 @@ class SimulationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field("digits", description="digits, mnist, folder or defects")
+    dataset: str = Field("digits", description="digits, mnist, folder or defects; detection_defects (boxes)")
     dataset_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
-    model: str = Field("logistic", description="model plugin: logistic, cnn or ensemble")
+    model: str = Field("logistic", description="model plugin: logistic, cnn, ensemble or detector")
     model_params: dict[str, Any] = Field(default_factory=dict)
     strategies: list[StrategySpec] = Field(
         default_factory=lambda: [StrategySpec(name="random"), StrategySpec(name="margin")],
@@ -81,11 +83,22 @@ class SimulationResult:
     table_path: Path
 
 
+def load_any_dataset(name: str, **params: Any) -> tuple[Dataset | DetectionDataset, LoopTask]:
+    """A classification data set (plugins.datasets) or a detection one (plugins.detection_data) by name, and
+    the loop task that measures it (a detection set: mAP@0.5 primary, mAP@[.5:.95] beside it, AP@0.5 per class)."""
+    if name in DETECTION_DATASETS:
+        data = load_detection_dataset(name, **params)
+        kind = ImageDetection("label", "image", "image", tuple(data.class_names))
+        return data, KindTask(kind, secondary_metric="holdout_map", per_class_prefix="holdout_ap_50/")
+    return load_dataset(name, **params), CLASSIFICATION
+
+
 def run_simulation(config: SimulationConfig, out_dir: str | Path,
                    on_round: Callable[[RoundResult], None] | None = None,
                    dataset: Dataset | None = None) -> SimulationResult:
     """Run every strategy for every seed, then write results.csv, learning_curve.png and summary.md."""
-    data = dataset or load_dataset(config.dataset, **config.dataset_params)
+    data, task = (dataset, CLASSIFICATION) if dataset is not None else \
+        load_any_dataset(config.dataset, **config.dataset_params)
     specs = list(zip(config.labels(), config.strategies))
     for _, spec in specs:  # fail on a bad spec before any training starts
         strategy_for(spec, config.batch, 0)
@@ -97,21 +110,24 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path,
                 strategy_for(spec, config.batch, seed), data.x_train, data.y_train, data.x_test, data.y_test,
                 initial=config.initial, batch=config.batch, rounds=config.rounds, seed=seed,
                 pool_subsample=config.pool_subsample, label=label, on_round=on_round,
-                stopping=config.stopping if config.stopping.active() else None,
+                stopping=config.stopping if config.stopping.active() else None, task=task,
+                n_classes=data.n_classes,
             )
-    return write_report(results, data.class_names, config.target, out_dir, title=_title(config, data))
+    return write_report(results, list(data.class_names), config.target, out_dir, title=_title(config, data),
+                        metric=task.metric_name)
 
 
 def write_report(results: list[RoundResult], class_names: list[str], target: float, out_dir: str | Path,
-                 title: str = "") -> SimulationResult:
-    """results.csv, learning_curve.png and summary.md for these results, in out_dir."""
+                 title: str = "", metric: str = "test accuracy") -> SimulationResult:
+    """results.csv, learning_curve.png and summary.md for these results, in out_dir (`metric`: what the
+    results' `accuracy` column measures, e.g. "test map_50" for detection)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     summary = labels_to_target(results, target)
     csv_path = write_csv(results, class_names, out / "results.csv")
-    png_path = plot_curves(results, target, out / "learning_curve.png", title=title)
+    png_path = plot_curves(results, target, out / "learning_curve.png", title=title, metric=metric)
     table_path = out / "summary.md"
-    text = summary_markdown(summary, target, max(r.labels for r in results)) + stop_lines(results)
+    text = summary_markdown(summary, target, max(r.labels for r in results), metric) + stop_lines(results)
     atomic_write(table_path, lambda fh: fh.write(text.encode()))
     return SimulationResult(results, summary, csv_path, png_path, table_path)
 
@@ -148,7 +164,7 @@ def read_csv(path: str | Path) -> tuple[list[RoundResult], list[str]]:
     return results, names
 
 
-def _title(config: SimulationConfig, data: Dataset) -> str:
+def _title(config: SimulationConfig, data: Dataset | DetectionDataset) -> str:
     return (f"{data.name}, {config.model}: {config.initial} initial labels, +{config.batch} per round, "
             f"{config.seeds} seeds")
 
@@ -217,7 +233,8 @@ def write_csv(results: list[RoundResult], class_names: list[str], path: Path) ->
     return atomic_write(path, lambda fh: fh.write(text.getvalue().encode("utf-8")))
 
 
-def plot_curves(results: list[RoundResult], target: float, path: Path, title: str = "") -> Path:
+def plot_curves(results: list[RoundResult], target: float, path: Path, title: str = "",
+                metric: str = "test accuracy") -> Path:
     """Learning curves: mean accuracy over seeds with a min-max band; random dashed as the baseline."""
     import matplotlib
 
@@ -231,7 +248,7 @@ def plot_curves(results: list[RoundResult], target: float, path: Path, title: st
         ax.fill_between(labels, acc.min(axis=0), acc.max(axis=0), color=line.get_color(), alpha=0.12)
     ax.axhline(target, color="grey", linewidth=0.8, linestyle=":", label=f"target {target:.0%}")
     ax.set_xlabel("labeled items")
-    ax.set_ylabel("test accuracy")
+    ax.set_ylabel(metric)
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=9)
@@ -241,15 +258,16 @@ def plot_curves(results: list[RoundResult], target: float, path: Path, title: st
     return path
 
 
-def summary_markdown(summary: list[dict], target: float, budget: int) -> str:
+def summary_markdown(summary: list[dict], target: float, budget: int, metric: str = "test accuracy") -> str:
     """The labels-to-target table as Markdown."""
     counts = sorted({row["seeds"] for row in summary})
     over = f"{counts[0]} seeds" if len(counts) == 1 else "each strategy's seeds"  # merged runs may differ
+    final = "final accuracy" if metric == "test accuracy" else f"final {metric.removeprefix('test ')}"
     lines = [
-        f"Labels needed to reach {target:.0%} test accuracy (mean curve over {over}; budget {budget})",
+        f"Labels needed to reach {target:.0%} {metric} (mean curve over {over}; budget {budget})",
         "",
         "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching "
-        "| savings vs random (90% bootstrap interval over seeds) | final accuracy |",
+        f"| savings vs random (90% bootstrap interval over seeds) | {final} |",
         "|---|---|---|---|---|---|",
     ]
     for row in summary:
