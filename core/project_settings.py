@@ -81,6 +81,10 @@ def settings_for_kind(defaults: ProjectSettings, kind: Any) -> ProjectSettings:
     return defaults.model_copy(update=update) if update else defaults
 
 
+# model params that name a weights file, and the values of each that name no file
+WEIGHT_PARAMS: dict[str, tuple[str, ...]] = {"pretrained_path": (TORCHVISION_CACHE,), "pretrained": ("imagenet", "none")}
+
+
 class InvalidSettingsError(ValueError):
     """Settings an admin asked for that cannot work; the message says why and what is allowed."""
 
@@ -107,10 +111,13 @@ def confined_weights(settings: ProjectSettings, weights_dir: Path | None,
     else): an admin names weight files, never arbitrary files of the host. `pretrained_path` 'torchvision'
     (torch's own cache) and a path already in force stay as they are."""
     update: dict[str, Any] = {}
-    path = settings.model.params.get("pretrained_path")
-    kept = current.model.params.get("pretrained_path") if current is not None else None
-    if path is not None and path != TORCHVISION_CACHE and path != kept:
-        params = {**settings.model.params, "pretrained_path": _inside(path, weights_dir, "pretrained_path", False)}
+    params = dict(settings.model.params)
+    for key, named in WEIGHT_PARAMS.items():  # a classifier's pretrained_path, the detector's pretrained
+        path = params.get(key)
+        kept = current.model.params.get(key) if current is not None else None
+        if path is not None and path not in named and path != kept:
+            params[key] = _inside(path, weights_dir, key, False)
+    if params != settings.model.params:
         update["model"] = ModelSpec(name=settings.model.name, params=params)
     kept_dirs = {r.params.get("directory") for r in (current.augment if current is not None else [])}
     rules = []

@@ -122,7 +122,7 @@ class KindTask(LoopTask):
         metrics = self.kind.metrics(y_test, model.predict_proba(x_test), self.threshold)
         per_class = tuple(float(metrics.get(f"{self.per_class_prefix}{label}", math.nan))
                           for label in self.kind.labels)
-        return Measure(float(metrics[self.kind.primary_metric]),
+        return Measure(float(metrics.get(self.kind.primary_metric, math.nan)),  # undefined: no true box held out
                        float(metrics.get(self.secondary_metric, math.nan)), per_class)
 
     def strata(self, y: np.ndarray) -> np.ndarray:

@@ -7,5 +7,6 @@ from plugins.models.registry import MODELS, build_model
 
 from plugins.models import linear  # noqa: F401  (registers the built-in models)
 from plugins.models import classifier, ensemble  # noqa: F401
+from plugins.models import detector  # noqa: F401  (the object detector: torchvision, MobileNetV2)
 
 __all__ = ["MODELS", "Augment", "ModelParams", "ModelPlugin", "Progress", "build_model"]

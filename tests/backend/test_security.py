@@ -487,3 +487,17 @@ def test_a_stuck_redis_answers_503_quickly_and_leaves_the_event_loop_free(settin
 def test_check_url_accepts_what_label_studio_serves():
     for url in ("/data/upload/1/a.png", "http://host:8080/x.png?a=1", "https://h/x%20y.png"):
         assert check_url(url) == url
+
+
+def test_the_detectors_pretrained_file_may_only_be_named_inside_the_weights_dir(settings_factory, tmp_path):
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    client = TestClient(create_app(settings_factory(weights_dir=weights)))
+    for path in ("/etc/passwd", "../outside.pt"):
+        response = client.patch("/admin/projects/1/settings", headers=AUTH, json={
+            "model": {"name": "detector", "params": {"pretrained": path}}})
+        assert response.status_code == 422 and "LSAL_WEIGHTS_DIR" in response.json()["detail"], (path, response.text)
+    for named in ("none", "imagenet"):  # no file of the admin's: the shipped weights, or none
+        response = client.patch("/admin/projects/1/settings", headers=AUTH, json={
+            "model": {"name": "detector", "params": {"pretrained": named}}})
+        assert response.status_code == 200 and response.json()["model"]["params"]["pretrained"] == named
