@@ -83,7 +83,9 @@ def score_tasks(ctx: JobContext, version: str, pool: list[tuple[int, Any]], kind
         inputs = artifact.model.pool_inputs(x_pool, needs, x_lab, y_lab)
     with ctx.phase("strategy"):
         ranking = strategy.rank(inputs)
-    # a classifier's pool probabilities are its outputs; a model without them (a detector) predicts again
-    outputs = np.asarray(inputs.probs, dtype=np.float64) if inputs.probs is not None else \
-        artifact.model.predict_proba(x_pool)
+    # a classifier's pool probabilities are its outputs; a detector returns its Detections beside its inputs
+    if inputs.probs is not None:
+        outputs = np.asarray(inputs.probs, dtype=np.float64)
+    else:
+        outputs = inputs.outputs if inputs.outputs is not None else artifact.model.predict_proba(x_pool)
     return Scored(ids, ranking, outputs, kind, artifact, version, strategy, settings.label_threshold)

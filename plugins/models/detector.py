@@ -744,7 +744,9 @@ class ObjectDetector(ModelPlugin):
                 values[name] = out[name]
         if Input.LABELED_EMBEDDINGS in needs:
             values["labeled_embeddings"] = self.forward_pass(x_labeled, embeddings=True)["embeddings"]
-        return PoolInputs(n_items=_count(x_pool), n_classes=self.n_classes, **values)
+        outputs = np.empty(len(out["detections"]), dtype=object)
+        outputs[:] = out["detections"]
+        return PoolInputs(n_items=_count(x_pool), n_classes=self.n_classes, outputs=outputs, **values)
 
     def forward_pass(self, x: np.ndarray, *, samples: bool = False, stability: bool = False,
                      embeddings: bool = False, predicted_loss: bool = False) -> dict[str, np.ndarray]:

@@ -63,6 +63,9 @@ class PoolInputs:
     n_items: int | None = None  # pool size when no pool-sized array is given (e.g. random)
     n_classes: int | None = None  # number of classes when no probabilities are given
     multilabel: bool = False  # independent per-label probabilities (sigmoids): rows need not sum to 1
+    # the model's per-item outputs when they are not `probs` (a detector's Detections), computed in the same
+    # pass, for the caller's pre-annotations; no strategy reads them
+    outputs: Any = None
 
     def available(self) -> frozenset[Input]:
         """The inputs that are set."""

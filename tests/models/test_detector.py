@@ -142,6 +142,11 @@ def test_pool_inputs_give_box_evidence_that_matches_the_detections(
     assert inputs.predicted_loss.shape == (len(x),) and np.isfinite(inputs.predicted_loss).all()
     assert inputs.n == len(x) and inputs.available() == ALL_INPUTS
     inputs.prepared(ALL_INPUTS, torch.device("cpu"), torch.float32)  # the strategies' own validation passes
+    # the same pass's Detections ride beside the inputs: the rescore's pre-annotations need no second pass
+    assert inputs.outputs.dtype == object and len(inputs.outputs) == len(x)
+    for mine, theirs in zip(inputs.outputs, dets):
+        np.testing.assert_allclose(mine.boxes, theirs.boxes, atol=1e-5)
+        np.testing.assert_array_equal(mine.labels, theirs.labels)
 
 
 def test_pool_inputs_compute_only_what_is_asked(
