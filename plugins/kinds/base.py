@@ -42,6 +42,31 @@ class LabelConfig:
         return next((o for o in self.objects if o.name == name), None)
 
 
+def bind_control(config: LabelConfig, control: Tag, object_tags: tuple[str, ...], min_labels: int,
+                 title: str, noun: str) -> tuple[str, str, tuple[str, ...]] | None:
+    """(to_name, value_key, labels) of the first object of `object_tags` that `control` labels, its labels
+    checked (at least `min_labels`, no duplicates; `title` and `noun` name the tag and its labels in the
+    message); None when it labels none of those; UnsupportedConfigError for a toName pointing nowhere or
+    wrong labels."""
+    for to_name in control.to_name:
+        target = config.object_named(to_name)
+        if target is None:
+            raise UnsupportedConfigError(f"<{title} name={control.name!r}> points at toName={to_name!r}, "
+                                         "which the config does not have")
+        if target.tag not in object_tags or not str(target.value or "").startswith("$"):
+            continue
+        labels = control.labels
+        if len(labels) < min_labels:
+            raise UnsupportedConfigError(f"<{title} name={control.name!r}> needs at least {min_labels} "
+                                         f"{noun}{'s' if min_labels != 1 else ''}, has {len(labels)}")
+        if len(set(labels)) != len(labels):
+            duplicates = sorted({x for x in labels if labels.count(x) > 1})
+            raise UnsupportedConfigError(f"<{title} name={control.name!r}> has duplicate {noun} values "
+                                         f"{duplicates}")
+        return to_name, str(target.value)[1:], tuple(labels)
+    return None
+
+
 class UnsupportedConfigError(ValueError):
     """A labeling config no kind serves, or one a kind matches but that is wrong; the message says why."""
 

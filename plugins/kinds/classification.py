@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from plugins.kinds.base import LabelConfig, TaskKind, UnsupportedConfigError
+from plugins.kinds.base import LabelConfig, TaskKind, bind_control
 from plugins.kinds.registry import register
 
 _EPS = 1e-12
@@ -20,22 +20,9 @@ def _bound_choices(cls: type[ClassificationKind], config: LabelConfig, multiple:
     for control in config.controls:
         if control.tag != "choices" or (control.attrs.get("choice") == "multiple") != multiple:
             continue
-        for to_name in control.to_name:
-            target = config.object_named(to_name)
-            if target is None:
-                raise UnsupportedConfigError(f"<Choices name={control.name!r}> points at toName={to_name!r}, "
-                                             "which the config does not have")
-            if target.tag not in cls.object_tags or not str(target.value or "").startswith("$"):
-                continue
-            labels = control.labels
-            if len(labels) < cls.min_labels:
-                raise UnsupportedConfigError(f"<Choices name={control.name!r}> needs at least {cls.min_labels} "
-                                             f"choices, has {len(labels)}")
-            if len(set(labels)) != len(labels):
-                duplicates = sorted({x for x in labels if labels.count(x) > 1})
-                raise UnsupportedConfigError(f"<Choices name={control.name!r}> has duplicate choice values "
-                                             f"{duplicates}")
-            return cls(control.name, to_name, str(target.value)[1:], tuple(labels))
+        bound = bind_control(config, control, cls.object_tags, cls.min_labels, "Choices", "choice")
+        if bound is not None:
+            return cls(control.name, *bound)
     return None
 
 

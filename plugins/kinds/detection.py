@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from plugins.boxes import Detections, box_targets, clip_boxes, degenerate
-from plugins.kinds.base import LabelConfig, TaskKind, UnsupportedConfigError, UnusableAnswer
+from plugins.kinds.base import LabelConfig, TaskKind, UnusableAnswer, bind_control
 from plugins.kinds.registry import register
 
 _EPS = 1e-12
@@ -56,21 +56,9 @@ class ImageDetection(TaskKind):
         for control in config.controls:
             if control.tag != "rectanglelabels":
                 continue
-            for to_name in control.to_name:
-                target = config.object_named(to_name)
-                if target is None:
-                    raise UnsupportedConfigError(f"<RectangleLabels name={control.name!r}> points at "
-                                                 f"toName={to_name!r}, which the config does not have")
-                if target.tag != "image" or not str(target.value or "").startswith("$"):
-                    continue
-                labels = control.labels
-                if not labels:
-                    raise UnsupportedConfigError(f"<RectangleLabels name={control.name!r}> needs at least 1 label")
-                if len(set(labels)) != len(labels):
-                    duplicates = sorted({x for x in labels if labels.count(x) > 1})
-                    raise UnsupportedConfigError(f"<RectangleLabels name={control.name!r}> has duplicate label "
-                                                 f"values {duplicates}")
-                return cls(control.name, to_name, str(target.value)[1:], tuple(labels))
+            bound = bind_control(config, control, ("image",), 1, "RectangleLabels", "label")
+            if bound is not None:
+                return cls(control.name, *bound)
         return None
 
     def answer(self, result: Sequence[Any]) -> BoxAnswer:
