@@ -275,6 +275,14 @@ class Stack:
         self.wait(lambda: self.status()["webhook_url"] == f"{self.url}/webhook", 60, "the webhook registration")
         return {t["id"]: t["data"][self.interface.data_key] for t in tasks}
 
+    def first_of_order_is_next(self, timeout: float = 180) -> dict:
+        """Wait for the current version's publication, check that /next serves its first-ranked task; the
+        status."""
+        status = self.wait(lambda: (s := self.status())["published"] and
+                           s["published"]["version"] == s["current_version"] and s, timeout, "a publication")
+        assert self.next_task()["id"] == status["published"]["top"][0]  # Label Studio serves the first-ranked
+        return status
+
     def next_task(self) -> dict:
         task = self.annotator.next_task(self.project)
         assert task is not None, "next task: Label Studio has no task left to label"

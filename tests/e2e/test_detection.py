@@ -31,14 +31,6 @@ def defect_images(digit_images):
     return urls, {url: boxes for url, boxes in zip(urls, data.boxes)}, data.labels
 
 
-def _first_of_order_is_next(stack) -> dict:
-    status = stack.wait(lambda: (s := stack.status())["published"] and
-                        s["published"]["version"] == s["current_version"] and s, 300, "a publication")
-    top = status["published"]["top"][0]
-    assert stack.next_task()["id"] == top  # Label Studio serves the strategy's first-ranked task
-    return status
-
-
 def test_a_detection_project_trains_on_drawn_boxes_pre_annotates_boxes_with_scores_and_serves_the_strategys_first(
         stack_factory, defect_images):
     urls, truth, labels = defect_images
@@ -48,7 +40,7 @@ def test_a_detection_project_trains_on_drawn_boxes_pre_annotates_boxes_with_scor
     labeled = stack.label_next(8, truth)
     assert any(truth[tasks[t]] for t in labeled)
 
-    status = _first_of_order_is_next(stack)
+    status = stack.first_of_order_is_next(300)
     version = status["versions"][-1]
     assert version["version"] == "v1" and version["labeled"] == 8 and version["kind"] == "image_detection"
     assert sum(version["class_counts"].values()) == sum(len(truth[tasks[t]]) for t in labeled)  # boxes
@@ -82,7 +74,7 @@ def test_a_detection_project_trains_on_drawn_boxes_pre_annotates_boxes_with_scor
     # the next round: labels drawn in /next order retrain, and the new order is what /next serves
     stack.label_next(8, truth)
     stack.wait(lambda: stack.status()["current_version"] == "v2", 300, "v2")
-    status = _first_of_order_is_next(stack)
+    status = stack.first_of_order_is_next(300)
     assert status["versions"][-1]["labeled"] == 16
     assert {"holdout_map_50", "holdout_map", "holdout_image_recall"} <= set(status["versions"][-1]["metrics"])
 

@@ -20,14 +20,6 @@ def _properties(digit: str) -> list[str]:
     return [name for name, holds in zip(LABELS, (d % 2 == 0, d >= 5, d in (0, 6, 8, 9))) if holds]
 
 
-def _first_of_order_is_next(stack) -> dict:
-    status = stack.wait(lambda: (s := stack.status())["published"] and
-                        s["published"]["version"] == s["current_version"] and s, 180, "a publication")
-    top = status["published"]["top"][0]
-    assert stack.next_task()["id"] == top  # Label Studio serves the strategy's first-ranked task
-    return status
-
-
 def test_a_multi_label_project_trains_pre_annotates_several_labels_and_serves_the_strategys_first_task(
         stack_factory, digit_images):
     stack = stack_factory(defaults=DEFAULTS)
@@ -36,7 +28,7 @@ def test_a_multi_label_project_trains_pre_annotates_several_labels_and_serves_th
     assert any(len(v) >= 2 for v in truth.values()) and any(not v for v in truth.values())
     labeled = stack.label_next(10, truth)
 
-    status = _first_of_order_is_next(stack)
+    status = stack.first_of_order_is_next()
     version = status["versions"][-1]
     assert version["version"] == "v1" and version["labeled"] == 10
     assert sum(version["class_counts"].values()) == sum(len(truth[tasks[t]]) for t in labeled)  # per label
@@ -70,7 +62,7 @@ def test_a_multi_label_project_trains_pre_annotates_several_labels_and_serves_th
                 {"augment": [{"augmentation": "stain", "source": ["even"], "per_item": 1.0}]})
     labeled += stack.label_next(10, truth)
     stack.wait(lambda: stack.status()["current_version"] == "v2", 180, "v2")
-    status = _first_of_order_is_next(stack)
+    status = stack.first_of_order_is_next()
     assert status["versions"][-1]["labeled"] == 20 and status["versions"][-1]["kind"] == "image_multilabel"
     augmentation = status["versions"][-1]["augmentation"]
     evens = sum("even" in truth[tasks[t]] for t in labeled)
