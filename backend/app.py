@@ -44,7 +44,7 @@ from backend.model_api import LabelStudioModel, Services, load_model_class
 from core.model_cache import ModelCache
 from backend.predictor import Predictor
 from core.label_config import kind_of
-from core.project_settings import InvalidSettingsError, settings_for_kind, strategy_param_help
+from core.project_settings import InvalidSettingsError, settings_for_kind, strategy_param_help, strategy_summary
 from backend.protocol import (
     MAX_PROJECT_ID,
     PredictRequest,
@@ -255,7 +255,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/admin/strategies", **admin)
     def list_strategies() -> list[dict[str, Any]]:
         return [{"name": n, "params": strategy_param_help(n),
-                 "summary": (STRATEGIES.get(n).__doc__ or "").strip().splitlines()[0]} for n in STRATEGIES.names()]
+                 "summary": strategy_summary(n)} for n in STRATEGIES.names()]
 
     @app.get("/admin/projects", **admin)
     def list_projects() -> list[int]:

@@ -11,6 +11,7 @@ import socket
 from datetime import datetime
 from typing import Annotated, Any
 
+import httpx
 import typer
 from redis import Redis
 from redis.exceptions import RedisError
@@ -19,12 +20,18 @@ from rich.table import Table
 
 from core import admin
 from core.config import get_settings
-from core.project_settings import InvalidSettingsError
+from core.project_settings import InvalidSettingsError, ProjectSettings
 from core.store import ProjectStore
+from core.tokens import SECRET_HEADER
 
 console = Console()
 Project = Annotated[int, typer.Option("--project", "-p", min=1, help="Label Studio project id")]
 AsJson = Annotated[bool, typer.Option("--json", help="print JSON")]
+ServiceUrl = Annotated[str | None, typer.Option(
+    "--url", envvar="LSAL_URL", show_default=False,
+    help="the backend's URL (default: LSAL_PUBLIC_URL): the settings in force of a project with none stored "
+         "are the service's own defaults, read from its admin API with LSAL_SECRET")]
+SERVICE_TIMEOUT_S = 5.0
 strategy_app = typer.Typer(help="Show or switch a project's acquisition strategy.", no_args_is_help=True)
 
 
@@ -52,6 +59,54 @@ def _store(project: int) -> tuple[Redis, ProjectStore]:
     return redis, ProjectStore(redis, project)
 
 
+def _service_client(url: str) -> httpx.Client:
+    """An HTTP client for the backend at `url` (a function, so tests can hand in the app's test client)."""
+    return httpx.Client(base_url=url, timeout=SERVICE_TIMEOUT_S)
+
+
+def _from_service(url: str | None, path: str) -> tuple[Any, str | None]:
+    """GET `path` of the backend's admin API at `url` (else LSAL_PUBLIC_URL) with LSAL_SECRET: (the JSON
+    answer, None), or (None, why not)."""
+    s = get_settings()
+    url = (url or s.public_url or "").rstrip("/")
+    if not url:
+        return None, "no service URL: pass --url or set LSAL_URL (or LSAL_PUBLIC_URL) to the backend's URL"
+    if s.secret is None:
+        return None, f"LSAL_SECRET is not set, so the admin API at {url} cannot be asked"
+    try:
+        with _service_client(url) as client:
+            response = client.get(path, headers={SECRET_HEADER: s.secret.get_secret_value()})
+    except httpx.HTTPError as exc:
+        return None, f"the service at {url} did not answer ({type(exc).__name__}: {exc})"
+    if response.status_code != 200:
+        return None, f"the service at {url} answered HTTP {response.status_code} to {path}"
+    try:
+        return response.json(), None
+    except ValueError:
+        return None, f"the service at {url} answered {path} with something other than JSON"
+
+
+def _settings_in_force(project: int, store: ProjectStore, url: str | None) -> tuple[ProjectSettings | None, str]:
+    """The project's settings in force and where they come from: the stored ones; else the service's
+    (its LSAL_DEFAULTS, as its admin API resolves them); else (None, why they cannot be read from here).
+    Never this CLI process's own defaults: the workers do not use them."""
+    if store.stored_settings() is not None:
+        return store.settings(get_settings().defaults), "stored"
+    answer, why = _from_service(url, f"/admin/projects/{project}/settings")
+    if answer is not None:
+        try:
+            return ProjectSettings.model_validate(answer), "the service's defaults (LSAL_DEFAULTS)"
+        except ValueError as exc:
+            why = f"the service's settings do not parse here ({exc})"
+    return None, why or "unknown"
+
+
+def _unknown_settings_note(project: int, why: str) -> str:
+    return (f"project {project} has no stored settings, so the service's own defaults (its LSAL_DEFAULTS) are "
+            f"in force; this CLI cannot read them: {why}. (`lsal settings --project {project} --set ...` "
+            "stores settings)")
+
+
 def parse_extra(args: list[str]) -> dict[str, Any]:
     """['--mc-samples', '20', '--flag'] -> {'mc_samples': 20, 'flag': True}; values parsed as JSON if they can."""
     out: dict[str, Any] = {}
@@ -76,18 +131,22 @@ def parse_extra(args: list[str]) -> dict[str, Any]:
 
 @strategy_app.command("set", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def strategy_set(ctx: typer.Context, name: Annotated[str, typer.Argument(help="strategy name (lsal strategies)")],
-                 project: Project, now: Annotated[bool, typer.Option(help="rescore at once")] = False) -> None:
+                 project: Project, now: Annotated[bool, typer.Option(help="rescore at once")] = False,
+                 url: ServiceUrl = None) -> None:
     """Switch the project's strategy; extra --options are its parameters (or the model's, e.g. --mc-samples)."""
     try:
         params = parse_extra(ctx.args)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     redis, store = _store(project)
+    base, note = _change_base(project, store, url)
     try:
-        new = admin.set_strategy(store, get_settings().defaults, name, params, get_settings().weights_dir)
+        new = admin.set_strategy(store, base, name, params, get_settings().weights_dir)
     except InvalidSettingsError as exc:
         raise _fail(str(exc)) from None
     admin.record_audit(store, _actor(), "strategy", {"name": name, "params": params, "now": now})
+    if note:
+        console.print(note, highlight=False, markup=False)
     console.print(f"project {project}: strategy {new.strategy.name} {json.dumps(new.strategy.params)}, "
                   f"model {new.model.name} {json.dumps(new.model.params)}")
     if now:
@@ -98,20 +157,41 @@ def strategy_set(ctx: typer.Context, name: Annotated[str, typer.Argument(help="s
         console.print("the next rescore uses it (add --now to rescore at once)")
 
 
+def _change_base(project: int, store: ProjectStore, url: str | None) -> tuple[ProjectSettings, str | None]:
+    """What a change merges into: the settings in force; for a project with none stored whose service
+    cannot be asked, this CLI's defaults, with a note saying so (the change stores them whole)."""
+    in_force, why = _settings_in_force(project, store, url)
+    if in_force is not None:
+        return in_force, None
+    return get_settings().defaults, (
+        f"note: project {project} had no stored settings and the service's defaults could not be read ({why}); "
+        "the change was merged into this CLI's defaults (its LSAL_DEFAULTS), which are now stored and in force")
+
+
 @strategy_app.command("get")
-def strategy_get(project: Project) -> None:
-    """Print the project's strategy and parameters."""
+def strategy_get(project: Project, url: ServiceUrl = None) -> None:
+    """Print the project's strategy and parameters (those in force: stored, else the service's defaults)."""
     _, store = _store(project)
-    s = store.settings(get_settings().defaults)
+    s, why = _settings_in_force(project, store, url)
+    if s is None:
+        console.print(_unknown_settings_note(project, why), highlight=False, markup=False)
+        return
     console.print_json(json.dumps({"strategy": s.strategy.model_dump(), "batch_size": s.batch_size}))
 
 
 def settings_cmd(project: Project,
                  set_: Annotated[list[str] | None, typer.Option("--set", help="key=value (JSON value), repeatable")]
-                 = None) -> None:
-    """Show the project's settings, or change some with --set key=value."""
+                 = None, url: ServiceUrl = None) -> None:
+    """Show the project's settings in force (stored, else the service's defaults), or change some with --set."""
     _, store = _store(project)
-    defaults = get_settings().defaults
+    if not set_:
+        shown, why = _settings_in_force(project, store, url)
+        if shown is None:
+            console.print(_unknown_settings_note(project, why), highlight=False, markup=False)
+        else:
+            console.print_json(shown.model_dump_json())
+        return
+    defaults, note = _change_base(project, store, url)
     if set_:
         patch = {}
         for item in set_:
@@ -128,6 +208,8 @@ def settings_cmd(project: Project,
             raise _fail(str(exc)) from None
         admin.record_audit(store, _actor(), "settings", {"changed": patch})
     console.print_json(store.settings(defaults).model_dump_json())
+    if note:
+        console.print(note, highlight=False, markup=False)
 
 
 def _trigger(project: int, kind: str) -> None:
@@ -149,20 +231,42 @@ def rescore(project: Project) -> None:
 
 
 def versions(project: Project, as_json: AsJson = False) -> None:
-    """List the project's model versions with their metrics."""
+    """List the project's model versions with their metrics: held-out accuracy with the number of held-out
+    items and a Wilson 95% interval, from admin.MIN_HOLDOUT held-out items on."""
     _, store = _store(project)
     records = store.versions()
     if as_json:
-        console.print_json(json.dumps(records))
+        console.print_json(json.dumps([{**r, "holdout": admin.holdout_view(r.get("metrics"))} for r in records]))
         return
-    current = store.current_version()
-    table = Table("version", "created", "labels", "held-out acc", "macro-F1", "serving")
+    _print_versions(project, records, store.current_version())
+
+
+def _print_versions(project: int, records: list[dict[str, Any]], current: str | None) -> None:
+    if not records:
+        console.print(f"project {project} has no model versions yet")
+        return
+    table = Table("version", "created", "labels", "held-out items", "held-out acc (95% interval)", "macro-F1",
+                  "serving", caption=f"held-out figures are shown from {admin.MIN_HOLDOUT} held-out items on; "
+                                     "the interval is Wilson's 95%")
     for r in records:
         m = r.get("metrics") or {}
+        view = r.get("holdout") or admin.holdout_view(m)
         table.add_row(r["version"], _when(r.get("created_at")), str(r.get("labeled")),
-                      _num(m.get("holdout_accuracy")), _num(m.get("holdout_macro_f1")),
+                      "?" if view["n"] is None else str(view["n"]), _holdout_cell(view, m),
+                      _num(m.get("holdout_macro_f1")) if view["shown"] else "-",
                       "*" if r["version"] == current else "")
-    console.print(table if records else f"project {project} has no model versions yet")
+    console.print(table)
+
+
+def _holdout_cell(view: dict[str, Any], metrics: dict[str, Any]) -> str:
+    """'0.750 (0.588-0.864)'; '- (n < 20)' below the minimum; 'n unknown' for records that did not count."""
+    if view["shown"]:
+        low_high = view.get("interval95")
+        return f"{view['accuracy']:.3f} " + (f"({low_high[0]:.3f}-{low_high[1]:.3f})" if low_high else
+                                             "(n unknown)")
+    if view["n"] is not None and metrics.get("holdout_accuracy") is not None:
+        return f"- (n < {view['min_n']})"
+    return "-"
 
 
 def rollback_cmd(project: Project, version: Annotated[str, typer.Argument(help="e.g. v3")]) -> None:
@@ -177,18 +281,37 @@ def rollback_cmd(project: Project, version: Annotated[str, typer.Argument(help="
     _trigger(project, "rescore")
 
 
-def status_cmd(project: Project, as_json: AsJson = False) -> None:
-    """Strategy, model versions, labeled/unlabeled counts, queue state and the last round's timings."""
+def status_cmd(project: Project, as_json: AsJson = False, url: ServiceUrl = None) -> None:
+    """Strategy, model versions, labeled/unlabeled counts, queue state and the last round's timings.
+
+    The settings shown are those in force: the stored ones, else the service's own defaults, read from its
+    admin API (--url / LSAL_URL / LSAL_PUBLIC_URL); never this CLI's LSAL_DEFAULTS."""
     redis, store = _store(project)
     s = get_settings()
-    st = admin.status(redis, store, s.defaults, s.queue)
+    st = admin.status(redis, store, None, s.queue)
+    why = None
+    if st["settings"] is None:  # the service resolves them: its status is the same code with its defaults
+        answer, why = _from_service(url, f"/admin/projects/{project}/status")
+        if isinstance(answer, dict) and answer.get("settings") is not None:
+            st, why = answer, None
     if as_json:
-        console.print_json(json.dumps(st, default=str))
+        console.print_json(json.dumps(st if why is None else {**st, "settings_unknown": why}, default=str))
         return
     cfg = st["settings"]
-    console.print(f"[bold]project {project}[/bold]  strategy [cyan]{cfg['strategy']['name']}[/cyan] "
-                  f"{json.dumps(cfg['strategy']['params'])}  model {cfg['model']['name']}  batch {cfg['batch_size']}"
-                  f"  retrain every {cfg['retrain_every']}  min labels {cfg['min_labels']}")
+    if cfg is None:
+        console.print(f"[bold]project {project}[/bold]  settings unknown here", highlight=False)
+        console.print(_unknown_settings_note(project, why or "unknown"), highlight=False, markup=False)
+        pub = st["published"] or {}
+        if pub.get("strategy"):
+            console.print(f"the live order was made by strategy {pub['strategy'].get('name')} "
+                          f"{json.dumps(pub['strategy'].get('params', {}))} (publication "
+                          f"{pub.get('model_version')})", highlight=False, markup=False)
+    else:
+        source = st.get("settings_source") or ("stored" if st.get("settings_stored") else "service defaults")
+        console.print(f"[bold]project {project}[/bold]  strategy [cyan]{cfg['strategy']['name']}[/cyan] "
+                      f"{json.dumps(cfg['strategy']['params'])}  model {cfg['model']['name']}  batch "
+                      f"{cfg['batch_size']}  retrain every {cfg['retrain_every']}  min labels {cfg['min_labels']}"
+                      f"  ({source})")
     console.print(f"labeled {st['labeled']}  unlabeled {st['unlabeled']}  changes since last training "
                   f"{st['changes_since_training']}  events {st['events']}")
     pub = st["published"]
@@ -215,7 +338,7 @@ def status_cmd(project: Project, as_json: AsJson = False) -> None:
             console.print(f"stopping: no criterion fired after {stopping.get('after')} "
                           f"({stopping.get('labels')} labels; rule {json.dumps(stopping.get('rule'))})")
     if st["versions"]:
-        versions(project)
+        _print_versions(project, st["versions"], st["current_version"])
     if st["skipped"]:
         console.print(f"{len(st['skipped'])} task(s) skipped, e.g. {st['skipped'][:3]}")
     for record in st.get("audit") or []:

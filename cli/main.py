@@ -21,6 +21,7 @@ DEMO_STRATEGIES = "random,margin,badge,coreset,typiclust"
 @app.command()
 def strategies(as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False) -> None:
     """List the registered acquisition strategies with their inputs and parameters."""
+    from core.project_settings import strategy_summary
     from plugins.strategies import STRATEGIES
 
     rows = []
@@ -28,7 +29,7 @@ def strategies(as_json: Annotated[bool, typer.Option("--json", help="print JSON 
         cls = STRATEGIES.get(name)
         params = {k: f.default for k, f in cls.Params.model_fields.items()}
         rows.append({"name": name, "needs": sorted(i.value for i in cls.needs),
-                     "summary": (cls.__doc__ or "").strip().splitlines()[0], "params": params})
+                     "summary": strategy_summary(name), "params": params})
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return
@@ -43,16 +44,17 @@ def demo(
     offline: Annotated[bool, typer.Option("--offline", help="the offline simulation only: strategies against "
                                           "random, no Label Studio")] = False,
     strategy: Annotated[str, typer.Option(help="acquisition strategy of the demo project")] = "margin",
-    tasks: Annotated[int, typer.Option(min=20, help="digits imported into Label Studio (the rest is the "
-                                       "held-out test set)")] = 300,
+    tasks: Annotated[int, typer.Option(min=20, max=2000, help="surface images uploaded into Label Studio (300 "
+                                       "more, of other textures, are the held-out test set)")] = 300,
     rounds: Annotated[int | None, typer.Option(min=1, help="rounds of labels (default 5; --offline: 10)")] = None,
     batch: Annotated[int, typer.Option(min=1, help="labels per round (the project retrains after each)")] = 10,
     workdir: Annotated[Path, typer.Option(help="data dir: Label Studio's database (kept between runs), "
                                           "models, images, logs")] = Path("lsal-data/demo"),
     port: Annotated[int | None, typer.Option(help="port of `lsal serve` (default: a free one)")] = None,
     ls_port: Annotated[int | None, typer.Option(help="port of Label Studio (default: a free one)")] = None,
-    keep_running: Annotated[bool, typer.Option("--keep-running", help="after the rounds, keep the stack up "
-                                               "(label in Label Studio yourself) until Ctrl-C")] = False,
+    keep_running: Annotated[bool, typer.Option("--keep-running/--exit", help="after the rounds, keep the stack up "
+                                               "for you to label in Label Studio until Ctrl-C (--exit: stop "
+                                               "it after the rounds)")] = True,
     strategy_names: Annotated[str | None, typer.Option(
         "--strategies", help=f"--offline: comma-separated strategies (default: {DEMO_STRATEGIES})")] = None,
     seeds: Annotated[int | None, typer.Option(min=1, help="--offline: repetitions with different seeds "
@@ -62,12 +64,12 @@ def demo(
     out: Annotated[Path | None, typer.Option(help="--offline: output folder (default: runs/demo)")] = None,
 ) -> None:
     """The whole stack on this machine: Label Studio, the lsal backend and a worker, a private Redis; a
-    simulated annotator labels digits in Label Studio's order and the model's accuracy is printed per round.
-    With --offline: the active-learning loop simulated without Label Studio, strategies against random."""
+    simulated annotator labels synthetic surface images with defects in Label Studio's order, the model's
+    accuracy is printed per round, and the stack stays up for you to label until Ctrl-C. With --offline: the active-learning loop simulated without Label Studio, strategies against random."""
     offline_only = {"--strategies": strategy_names, "--seeds": seeds, "--initial": initial, "--out": out}
     if offline:
         full_only = {"--strategy": strategy != "margin", "--tasks": tasks != 300, "--port": port,
-                     "--ls-port": ls_port, "--keep-running": keep_running,
+                     "--ls-port": ls_port, "--exit": not keep_running,
                      "--workdir": workdir != Path("lsal-data/demo")}
         given = [k for k, v in full_only.items() if v]
         if given:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,39 @@ from plugins.models import MODELS
 from plugins.strategies import STRATEGIES
 
 TRIGGERS = ("retrain", "rescore")
+# A version's held-out accuracy is shown (with its Wilson 95% interval) from this many held-out items on:
+# below, one item more or less right moves it by more than 5 points, and 1.000 from 3 items means nothing.
+MIN_HOLDOUT = 20
+_Z95 = 1.959963984540054
 log = logging.getLogger("lsal.admin")
+
+
+def wilson_interval(accuracy: float, n: int, z: float = _Z95) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of a proportion `accuracy` measured on `n` items; unlike
+    the normal approximation it stays inside [0, 1] and is not zero-width at 0 or 1."""
+    if n <= 0:
+        return 0.0, 1.0
+    p = min(max(float(accuracy), 0.0), 1.0)
+    denominator = 1 + z * z / n
+    center = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    return max(0.0, center - half), min(1.0, center + half)
+
+
+def holdout_view(metrics: dict[str, Any] | None) -> dict[str, Any]:
+    """How far a version's held-out accuracy can be trusted: {'n' (held-out items, None when the record
+    predates counting them), 'accuracy', 'interval95' (Wilson, [low, high]), 'min_n', 'shown'}; 'shown' is
+    False (and accuracy and interval None) below MIN_HOLDOUT items."""
+    metrics = metrics or {}
+    n, accuracy = metrics.get("holdout_size"), metrics.get("holdout_accuracy")
+    n = int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else None
+    accuracy = float(accuracy) if isinstance(accuracy, (int, float)) and not isinstance(accuracy, bool) else None
+    view: dict[str, Any] = {"n": n, "accuracy": None, "interval95": None, "min_n": MIN_HOLDOUT, "shown": False}
+    if accuracy is None or (n is not None and n < MIN_HOLDOUT):
+        return view
+    view.update(accuracy=accuracy, shown=True,
+                interval95=None if n is None else [round(v, 4) for v in wilson_interval(accuracy, n)])
+    return view
 
 
 def update_settings(store: ProjectStore, defaults: ProjectSettings, patch: dict[str, Any],
@@ -182,18 +215,27 @@ def queue_state(redis: Redis, queue: str, project: int) -> dict[str, Any]:
             "running": [_job_view(j) for j in running], "failed": len(failed_ids), "last_failed": last_failed}
 
 
-def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: str) -> dict[str, Any]:
-    """Everything `lsal status` shows for one project."""
+def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings | None, queue: str) -> dict[str, Any]:
+    """Everything `lsal status` shows for one project. 'settings' are those in force: the stored ones, else
+    `defaults`, which only the service may pass (its LSAL_DEFAULTS are what its workers use); without them a
+    project with no stored settings has 'settings' None, never another process's defaults. Each version
+    carries 'holdout' (holdout_view: held-out items, accuracy and its Wilson interval, or nothing below
+    MIN_HOLDOUT items)."""
     info = store.info()
     versions = store.versions()
     published = store.published()
+    stored = store.stored_settings() is not None
+    in_force = store.settings(defaults) if stored or defaults is not None else None
     return {
         "project": store.project,
-        "settings": store.settings(defaults).model_dump(mode="json"),
-        "settings_stored": store.stored_settings() is not None,
+        "settings": in_force.model_dump(mode="json") if in_force is not None else None,
+        "settings_stored": stored,
+        "settings_source": "stored" if stored else "service defaults (LSAL_DEFAULTS)" if in_force else None,
         "current_version": store.current_version(),
-        "versions": [{k: v.get(k) for k in ("version", "created_at", "labeled", "metrics", "model", "class_counts",
-                                              "warm_start", "kind", "primary_metric", "augmentation")}
+        "versions": [{**{k: v.get(k) for k in ("version", "created_at", "labeled", "metrics", "model",
+                                                 "class_counts", "warm_start", "kind", "primary_metric",
+                                                 "augmentation")},
+                      "holdout": holdout_view(v.get("metrics"))}
                      for v in versions],
         "published": published,
         "labeled": info.get("labeled"), "unlabeled": info.get("unlabeled"),
@@ -205,6 +247,7 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings, queue: 
         "last_retrain": info.get("last_retrain"), "last_rescore": info.get("last_rescore"),
         "last_score_new": info.get("last_score_new"),
         "stopping": info.get("stopping"),
+        "task_fields": info.get("task_fields"),
         "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
         "audit": store.audit_log(10),
         "now": time.time(),

@@ -164,6 +164,23 @@ class LabelStudioClient:
         """PATCH project fields (model_version, sampling, ...)."""
         return self.request("PATCH", f"/api/projects/{project}", f"update project {project}", json=fields)
 
+    def update_task_data(self, task: int, data: dict[str, Any]) -> None:
+        """Replace one task's data (PATCH /api/tasks/<id>/): Label Studio keeps no other copy, so `data` must
+        hold every field the task had."""
+        self.request("PATCH", f"/api/tasks/{task}/", f"update the data of task {task}", json={"data": data})
+
+    def views(self, project: int) -> list[dict[str, Any]]:
+        """The project's Data Manager tabs (views)."""
+        body = self.request("GET", "/api/dm/views/", "list the Data Manager views", params={"project": project})
+        return body if isinstance(body, list) else []
+
+    def save_view(self, project: int, data: dict[str, Any], view: int | None = None) -> dict[str, Any]:
+        """Create a Data Manager tab with `data` (title, ordering, filters, hiddenColumns), or replace tab `view`'s."""
+        body = {"project": project, "data": data}
+        if view is None:
+            return self.request("POST", "/api/dm/views/", "create a Data Manager view", json=body)
+        return self.request("PUT", f"/api/dm/views/{view}/", f"update Data Manager view {view}", json=body)
+
     def ml_backends(self, project: int) -> list[dict[str, Any]]:
         """The ML backends connected to the project (Label Studio calls each one's /health and /setup)."""
         body = self.request("GET", "/api/ml", "list the ML backends", params={"project": project})

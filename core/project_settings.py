@@ -35,6 +35,11 @@ class ProjectSettings(BaseModel):
     shard_size: int = Field(20_000, ge=10, le=10_000_000, description="a rescore of more unlabeled tasks than this is split "
                                                       "into shard jobs that any free worker computes")
     keep_versions: int = Field(3, ge=1, le=100, description="prediction versions kept in Label Studio")
+    task_fields: bool = Field(
+        False, description="after each publication, write lsal_rank, lsal_uncertainty, lsal_confidence, "
+                           "lsal_prediction, lsal_strategy, lsal_model and lsal_reason into every unlabeled task's "
+                           "data (Data Manager columns; a labeling config can show $lsal_reason) and keep a Data "
+                           "Manager tab ordered by our priority; changes the tasks' data, one PATCH per task")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for training splits and the strategy's random choices")
     label_threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a label is ticked in pre-annotations "
                                                                "(and counted in metrics) at this probability")
@@ -150,7 +155,7 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
         raise InvalidSettingsError(f"unknown strategy {settings.strategy.name!r}; available: "
                                    f"{', '.join(STRATEGIES.names())}")
     try:
-        settings.build_strategy()
+        strategy = settings.build_strategy()
     except (InvalidParamsError, StrategyError) as exc:
         raise InvalidSettingsError(f"strategy {settings.strategy.name!r}: {exc}") from None
     if settings.augment:
@@ -173,12 +178,49 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
                     raise InvalidSettingsError(f"augment rule {number}: {exc} (as a detection rule: {box_exc})") \
                         from None
     try:
-        build_model(settings.model.name, 2, **settings.model_params())
+        model = build_model(settings.model.name, 2, **settings.model_params())
     except UnknownPluginError as exc:
         raise InvalidSettingsError(str(exc)) from None
     except (InvalidParamsError, ValueError, TypeError) as exc:
         raise InvalidSettingsError(f"model {settings.model.name!r}: {exc}") from None
+    check_samples(strategy, model)
     return settings
+
+
+# strategies that read no samples, suggested in that order where the model gives what they need
+_SAMPLE_FREE = ("margin", "entropy", "badge", "box_uncertainty", "localization_stability", "box_diversity")
+
+
+def _sampling_strategies(strategy: Strategy) -> list[Strategy]:
+    """`strategy` and the strategies it delegates to (wrappers, auto's cold and warm) that read per-item
+    samples (samples, box_samples), outermost first."""
+    from plugins.models.base import SAMPLE_INPUTS
+
+    found = [strategy] if strategy.required_inputs() & SAMPLE_INPUTS and not strategy.children() else []
+    for child in strategy.children():
+        found.extend(_sampling_strategies(child))
+    return found
+
+
+def check_samples(strategy: Strategy, model: Any) -> None:
+    """InvalidSettingsError when `strategy` (or one it delegates to) scores the disagreement between the
+    model's samples of an item but the model's params give samples that cannot disagree (BALD with a
+    committee of 1, MC dropout with one sample or no dropout): every score would be 0 and the order would
+    silently be the task order. The message says which parameter to change."""
+    from plugins.strategies import STRATEGIES
+    from plugins.models.base import SAMPLE_INPUTS
+
+    problem = model.sample_problem()
+    if problem is None:
+        return
+    for used in _sampling_strategies(strategy):
+        inputs = " and ".join(sorted(i.value for i in used.required_inputs() & SAMPLE_INPUTS))
+        within = "" if used is strategy else f" (inside {strategy.name!r})"
+        others = [n for n in _SAMPLE_FREE if not model.unsupported(STRATEGIES.get(n).needs)][:3]
+        raise InvalidSettingsError(
+            f"strategy {used.name!r}{within} scores how the model's {inputs} of an item disagree, and every "
+            f"score would be 0 (the order falling back to task order): {problem}, or choose a strategy that "
+            f"needs no samples (e.g. {', '.join(others)}; `lsal strategies` lists what each needs)")
 
 
 def strategy_param_help(name: str) -> dict[str, Any]:
@@ -186,6 +228,36 @@ def strategy_param_help(name: str) -> dict[str, Any]:
     from plugins.strategies import STRATEGIES
 
     return {k: f.default for k, f in STRATEGIES.get(name).Params.model_fields.items()}
+
+
+# words whose period ends no sentence ("Gal et al. 2017", "e.g. BALD")
+_ABBREVIATIONS = ("al.", "e.g.", "i.e.", "etc.", "vs.", "cf.", "Fig.", "Eq.", "No.")
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of `text` (a docstring) in full, on one line: up to the first '.', '!' or '?' that
+    ends a word outside parentheses and is followed by the end, a new paragraph or a capitalised word
+    ('et al.' and 'e.g.' end nothing); the whole first paragraph when no such point exists."""
+    paragraph = " ".join(text.strip().split("\n\n")[0].split())
+    depth = 0
+    for i, char in enumerate(paragraph):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char not in ".!?" or depth > 0:
+            continue
+        rest = paragraph[i + 1:]
+        word = paragraph[:i + 1].rsplit(" ", 1)[-1]
+        if word.lstrip("(").endswith(_ABBREVIATIONS):
+            continue
+        if not rest or (rest[0] == " " and (rest[1:2].isupper() or rest[1:2] in "'\"`")):
+            return paragraph[:i + 1]
+    return paragraph
+
+
+def strategy_summary(name: str) -> str:
+    """What a registered strategy does, in one whole sentence (the first of its docstring)."""
+    from plugins.strategies import STRATEGIES
+
+    return first_sentence(STRATEGIES.get(name).__doc__ or "")
 
 
 def _pydantic_message(exc: ValidationError) -> str:

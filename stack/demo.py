@@ -1,14 +1,18 @@
-"""`lsal demo`: the whole product on this machine, driven by a simulated annotator.
+"""`lsal demo`: the whole product on this machine, driven by a simulated annotator, then left up for a person.
 
-It starts a private redis-server, Label Studio (from `.ls-venv`), `lsal serve` and one `lsal worker`;
-renders scikit-learn's bundled digits to PNG files served over HTTP from 127.0.0.1 (the rest of the digits
-are held out as a test set); creates a Label Studio project, imports the images and connects the backend as
-an admin would. Then an annotator who knows the truth labels in Label Studio's order (`/next`), one batch
-per round; after each round the worker retrains and publishes a new order, and the demo prints the served
-model's accuracy on the held-out digits and the head of the new order.
+It starts a private redis-server, Label Studio (from `.ls-venv`), `lsal serve` and one `lsal worker`; draws
+synthetic surface images (128 px, scratch / stain / dent defects, about a third defect-free; more of them,
+from other textures, are held out as a test set) and uploads them into a new Label Studio project, as a
+user uploads files, so Label Studio serves them itself; connects the backend as an admin would. The project
+has `task_fields` on: each publication writes the model's reasons into the tasks (shown on the labeling
+page through `$lsal_reason`, and as columns of the "lsal priority" Data Manager tab). Then an annotator who
+knows the truth labels in Label Studio's order (`/next`), one batch per round; after each round the worker
+retrains and publishes a new order, and the demo prints the served model's accuracy on the held-out images
+and the head of the new order. Unless `keep_running` is off, the stack then stays up until Ctrl-C.
 
-Everything it starts runs in a process group of its own and is stopped by PID when the demo ends, fails
-or is interrupted (Ctrl-C, SIGTERM). The Label Studio data dir under `--workdir` is kept between runs, so
+Everything it starts runs in a process group of its own, is stopped by PID when the demo ends, fails or is
+interrupted (SIGINT, SIGTERM: handled even when the demo inherited them ignored), and is told to stop by the
+kernel if the demo itself is killed. The Label Studio data dir under `--workdir` is kept between runs, so
 its migrations (30-60 s) happen once; each run creates a fresh project.
 """
 
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import shlex
 import shutil
 import sqlite3
 import time
@@ -28,10 +33,9 @@ from typing import Any
 import numpy as np
 from rich.console import Console
 
-from stack.annotator import DIGITS_DEMO_CONFIG, Annotator, LabelStudio
-from stack.digits import N_DIGITS, DigitData, prepare_digits
+from stack.annotator import Annotator, LabelingInterface, LabelStudio, choices_config
+from stack.defects import DefectClasses, prepare_defect_classes
 from stack.http import Client, secret_auth
-from stack.images import ImageServer
 from stack.processes import (
     DEFAULT_LS_BIN,
     ManagedProcess,
@@ -43,10 +47,15 @@ from stack.processes import (
     redis_process,
     wait_for_redis,
 )
-from stack.runs import sigterm_as_interrupt
-from stack.settings import FAST_SETTINGS, service_env
+from stack.runs import interruptible
+from stack.settings import service_env
 
-MIN_HELD_OUT = 100
+MAX_TASKS = 2000
+N_TEST = 300  # held-out images (other textures) the demo measures each version on
+DEMO_CLASSES = ("normal", "scratch", "stain", "dent")
+# what an annotator sees: the model's reasons (written by the worker: task_fields), the image, the choices
+DEMO_CONFIG = choices_config(DEMO_CLASSES, inline=True).replace(
+    "<View>", '<View><Header value="$lsal_reason" size="6"/>', 1)
 ML_USER = "lsal"  # the basic-auth user of the ML backend connection; the password is LSAL_SECRET
 TASK_LOCK_TTL_S = 30  # a task handed out but not labeled returns to the order after this long
 
@@ -64,15 +73,17 @@ class DemoOptions:
     strategy: str = "margin"
     port: int | None = None  # of `lsal serve`; a free one when None
     ls_port: int | None = None  # of Label Studio; a free one when None
-    keep_running: bool = False
+    keep_running: bool = True
     ls_bin: Path = DEFAULT_LS_BIN
     round_timeout_s: float = 300.0
     seed: int = 0
 
     def defaults(self) -> dict[str, Any]:
-        """LSAL_DEFAULTS: the settings of the demo project (a small, fast model on 8x8 grayscale)."""
-        return {**FAST_SETTINGS, "strategy": {"name": self.strategy}, "retrain_every": self.batch,
-                "min_labels": min(10, self.batch)}
+        """LSAL_DEFAULTS: the settings of the demo project (a small CNN on 32 px RGB, about 10 s a retrain on
+        2 cores; the model's reasons written into the tasks)."""
+        return {"strategy": {"name": self.strategy}, "model": {"name": "cnn", "params": {"train": {"epochs": 10}}},
+                "image_size": 32, "channels": 3, "retrain_every": self.batch, "min_labels": min(10, self.batch),
+                "holdout_fraction": 0.2, "task_fields": True}
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -107,7 +118,10 @@ class Demo:
         self.backend: ManagedProcess | None = None
         self.worker: ManagedProcess | None = None
         self.backend_url = ""
+        self.redis_url = ""
+        self.service_env: dict[str, str] = {}
         self.project = 0
+        self.interface = LabelingInterface.parse(DEMO_CONFIG)
 
     # -- output -------------------------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -137,9 +151,8 @@ class Demo:
         if shutil.which("redis-server") is None:
             raise DemoError("redis-server is not installed (Debian/Ubuntu: apt-get install redis-server); "
                             "`lsal demo --offline` runs the simulation without it")
-        if o.tasks > N_DIGITS - MIN_HELD_OUT:
-            raise DemoError(f"--tasks must be at most {N_DIGITS - MIN_HELD_OUT} (the rest of the {N_DIGITS} "
-                            "digits is the test set)")
+        if not 1 <= o.tasks <= MAX_TASKS:
+            raise DemoError(f"--tasks must be between 1 and {MAX_TASKS}")
         if o.rounds * o.batch > o.tasks:
             raise DemoError(f"--rounds x --batch = {o.rounds * o.batch} labels, more than --tasks {o.tasks}")
         try:
@@ -147,7 +160,7 @@ class Demo:
             strategy = settings.build_strategy()
         except (ValidationError, ValueError) as exc:
             raise DemoError(f"bad demo settings: {exc}") from None
-        model = build_model(settings.model.name, 10, **settings.model_params())
+        model = build_model(settings.model.name, len(DEMO_CLASSES), **settings.model_params())
         missing = model.unsupported(strategy.required_inputs())
         if missing:
             raise DemoError(f"bad demo settings: strategy {o.strategy} needs {', '.join(sorted(missing))}, which the "
@@ -157,16 +170,13 @@ class Demo:
                 raise DemoError(f"port {port} ({name}) is taken on 127.0.0.1: choose another or leave it out")
 
     # -- start --------------------------------------------------------------------------------------------
-    def start(self) -> DigitData:
+    def start(self) -> DefectClasses:
         o = self.o
         self.workdir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(self.model_dir, ignore_errors=True)  # Redis starts empty: old versions mean nothing
 
-        with self.waiting(f"rendering {o.tasks} digits to PNG files"):
-            data = prepare_digits(self.workdir / "images", o.tasks, seed=o.seed)
-        images = ImageServer(self.workdir / "images").start()
-        self.stack.add("the image server", images.stop)
-        self.images = images
+        with self.waiting(f"drawing {o.tasks} + {N_TEST} surface images (128 px PNG)"):
+            data = prepare_defect_classes(self.workdir / "images", o.tasks, N_TEST, image_size=32, seed=o.seed)
 
         redis_port = free_port()
         (self.workdir / "redis").mkdir(exist_ok=True)
@@ -178,7 +188,8 @@ class Demo:
             wait_for_redis(redis, redis_port)
         except RuntimeError as exc:
             raise DemoError(f"redis-server did not start: {exc}") from None
-        self.say(f"redis-server   pid {redis.pid}  redis://127.0.0.1:{redis_port}/0 (private, no persistence)")
+        self.redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        self.say(f"redis-server   pid {redis.pid}  {self.redis_url} (private, no persistence)")
 
         data_dir = self.workdir / "label-studio"
         fresh = not (data_dir / "label_studio.sqlite3").exists()
@@ -198,9 +209,10 @@ class Demo:
 
         port = o.port or free_port()
         self.backend_url = f"http://127.0.0.1:{port}"
-        env = lsal_env(service_env(label_studio_url=ls.url, token=ls.token,
-                                   redis_url=f"redis://127.0.0.1:{redis_port}/0", secret=self.secret,
-                                   model_dir=self.model_dir, image_hosts=images.host, defaults=self.o.defaults()))
+        self.service_env = service_env(label_studio_url=ls.url, token=ls.token, redis_url=self.redis_url,
+                                       secret=self.secret, model_dir=self.model_dir, image_hosts="",
+                                       defaults=self.o.defaults())
+        env = lsal_env(self.service_env)
         self.backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                                  "--log-level", "warning"),
                                       self.logs / "backend.log", env, inherit_env=False)
@@ -242,19 +254,22 @@ class Demo:
                         "(or its legacy API tokens are off). Remove that folder or choose another --workdir.")
 
     # -- the project --------------------------------------------------------------------------------------
-    def create_project(self, data: DigitData) -> tuple[Annotator, Client, dict[int, str]]:
+    def create_project(self, data: DefectClasses) -> tuple[Annotator, Client, dict[int, str]]:
         ls, o = self.ls, self.o
         api = ls.annotator(error=DemoError)
         admin = Client(self.backend_url, secret_auth(self.secret), name="the lsal backend", error=DemoError)
         title = f"lsal demo {datetime.now():%Y-%m-%d %H:%M:%S}"
-        self.project = api.create_project(title, DIGITS_DEMO_CONFIG,
-                                          f"scikit-learn digits; strategy {o.strategy}; created by `lsal demo`")
-        urls = self.images.urls(data.files)
-        api.import_urls(self.project, urls)
-        truth = dict(zip(urls, data.labels))
-        tasks = {t["id"]: truth[t["data"]["image"]] for t in api.tasks(self.project)}
-        if len(tasks) != len(urls):
-            raise DemoError(f"Label Studio lists {len(tasks)} tasks, {len(urls)} were imported")
+        self.project = api.create_project(title, DEMO_CONFIG,
+                                          f"synthetic surfaces with scratch / stain / dent defects; strategy "
+                                          f"{o.strategy}; created by `lsal demo`")
+        with self.waiting(f"uploading {len(data.files)} images into Label Studio"):
+            api.upload(self.project, data.files)
+        truth = {p.name: label for p, label in zip(data.files, data.labels)}
+        # Label Studio keeps an upload as /data/upload/<project>/<8 hex>-<file name>
+        tasks = {t["id"]: truth.get(t["data"]["image"].rsplit("/", 1)[-1].split("-", 1)[-1])
+                 for t in api.tasks(self.project)}
+        if len(tasks) != len(truth) or None in tasks.values():
+            raise DemoError(f"Label Studio lists {len(tasks)} tasks for the {len(truth)} uploaded images")
 
         # connect the backend as an admin does in Settings -> Model (basic auth: Start Training works too)
         api.connect_ml_backend(self.project, self.backend_url, ML_USER, self.secret)
@@ -295,14 +310,14 @@ class Demo:
             time.sleep(0.5)
 
     # -- rounds -------------------------------------------------------------------------------------------
-    def accuracy(self, version: str, data: DigitData) -> float:
+    def accuracy(self, version: str, data: DefectClasses) -> float:
         from core.model_cache import artifact_path
         from plugins.models.artifact import load_artifact
 
         artifact = load_artifact(artifact_path(self.model_dir, self.project, version))
         probs = artifact.model.predict_proba(data.test_x)
         predicted = np.asarray(artifact.label_map)[probs.argmax(axis=1)]
-        return float(np.mean(predicted == data.test_y.astype(str)))
+        return float(np.mean(predicted == np.asarray(data.classes)[data.test_y]))
 
     def label(self, api: Annotator, truth: dict[int, str], count: int) -> int:
         """Label up to `count` tasks in Label Studio's order; how many were labeled."""
@@ -311,7 +326,7 @@ class Demo:
             task = api.next_task(self.project)
             if task is None:  # nothing left to label
                 break
-            api.annotate(task, truth[task["id"]], lead_time=2.0)
+            api.annotate(task, truth[task["id"]], self.interface, lead_time=2.0)
             done += 1
         return done
 
@@ -333,7 +348,7 @@ class Demo:
 
             return self._wait(new_version, self.o.round_timeout_s, f"a new version ({what})", admin, progress)
 
-    def run_rounds(self, api: Annotator, admin: Client, truth: dict[int, str], data: DigitData) -> list[dict]:
+    def run_rounds(self, api: Annotator, admin: Client, truth: dict[int, str], data: DefectClasses) -> list[dict]:
         o = self.o
         labels, results = 0, []
         published = (self._status(admin).get("published") or {}).get("version")
@@ -350,24 +365,26 @@ class Demo:
                               params={"limit": 5})["head"]
             order = ", ".join(str(h["task"]) for h in head)
             self.say(f"round {number}: {labels} labels, model {published}, held-out accuracy {accuracy:.3f} "
-                     f"({len(data.test_y)} digits), retrain + publish {time.monotonic() - t0:.1f} s; next in order: "
+                     f"({len(data.test_y)} images), retrain + publish {time.monotonic() - t0:.1f} s; next in order: "
                      f"tasks {order}")
             results.append({"round": number, "labels": labels, "version": published, "accuracy": accuracy,
                             "order": [h["task"] for h in head]})
         return results
 
-    # -- all of it ----------------------------------------------------------------------------------------
+    # -- all of it ---------------------------------------------------------------------------------------
     def run(self) -> list[dict]:
         self.check()
         self.say(f"lsal demo: Label Studio + lsal serve + lsal worker on 127.0.0.1, workdir {self.workdir}")
         try:
-            with sigterm_as_interrupt():
+            with interruptible():
                 data = self.start()
                 api, admin, truth = self.create_project(data)
                 ls = self.ls
                 self.say(f"Label Studio: {ls.url}  login: {ls.username} / {ls.password}")
-                self.say(f"project:      {ls.url}/projects/{self.project}/data  "
-                         f"({len(truth)} digits; strategy {self.o.strategy}; held out: {len(data.test_y)})")
+                self.say(f"project:      {ls.url}/projects/{self.project}/data  ({len(truth)} surface images; "
+                         f"strategy {self.o.strategy}; held out: {len(data.test_y)}; Data Manager tab "
+                         "\"lsal priority\" lists them in the model's order)")
+                self.say(f"lsal CLI:     {self.cli_exports()}")
                 self.say(f"simulated annotator: {self.o.rounds} rounds of {self.o.batch} labels in Label Studio's "
                          "order (/next)")
                 results = self.run_rounds(api, admin, truth, data)
@@ -383,11 +400,17 @@ class Demo:
                 self.say("stopping everything the demo started")
             self.stack.close()
 
+    def cli_exports(self) -> str:
+        """A shell line that points the `lsal` CLI (status, strategy, review ...) at this demo's stack."""
+        keys = ("REDIS_URL", "LSAL_SECRET", "LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY", "MODEL_DIR", "LSAL_DEFAULTS")
+        pairs = [f"{k}={shlex.quote(self.service_env[k])}" for k in keys if k in self.service_env]
+        return f"export {' '.join(pairs)} LSAL_URL={shlex.quote(self.backend_url)}"
+
     def keep_running(self) -> None:
         ls = self.ls
         self.say(f"the stack stays up: label in Label Studio at {ls.url}/projects/{self.project}/data "
-                 f"(login {ls.username} / {ls.password}); every {self.o.batch} labels retrain the model. "
-                 "Ctrl-C stops everything.")
+                 f"(login {ls.username} / {ls.password}); every {self.o.batch} labels retrain the model and "
+                 "reorder the tasks. Ctrl-C stops everything.")
         while True:
             self._alive()
             time.sleep(1.0)

@@ -1,7 +1,8 @@
 """Local processes for the demo and the end-to-end tests: Redis, Label Studio, our backend and worker.
 
 Each runs in its own process group with its output in a log file, and is stopped by PID (the group), so
-Ctrl-C or a failing test leaves nothing behind.
+Ctrl-C or a failing test leaves nothing behind; and each is sent SIGTERM by the kernel when the process that
+started it dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -46,6 +47,15 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         except OSError:
             return False
         return True
+
+
+def stop_with_parent() -> None:
+    """In a child, before exec: the kernel sends it SIGTERM when the process that started it dies (Linux
+    PR_SET_PDEATHSIG), so a SIGKILLed demo or test leaves no Label Studio, Redis or worker behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def _warn_stderr(text: str) -> None:
@@ -104,7 +114,8 @@ class ManagedProcess:
         env = {**os.environ, **self.env} if self.inherit_env else dict(self.env)
         try:
             self.proc = subprocess.Popen(self.cmd, env=env, cwd=self.cwd, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=stop_with_parent)
         finally:
             log.close()
         return self

@@ -31,20 +31,22 @@ class BenchError(RuntimeError):
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises KeyboardInterrupt (so the cleanup runs) while the block runs in the main thread."""
+def interruptible() -> Iterator[None]:
+    """SIGINT and SIGTERM raise KeyboardInterrupt (so the cleanup runs) while the block runs in the main thread,
+    even when this process inherited them ignored (a shell starts background jobs with SIGINT ignored)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
-    def handler(signum, frame):
+    def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    old = signal.signal(signal.SIGTERM, handler)
+    old = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 def pct(values, q: float) -> float:
@@ -70,7 +72,7 @@ def run_main(run: Callable[[argparse.Namespace, Stops, Path], int], args: argpar
     stops = Stops(warn=say)
     code = 2
     try:
-        with sigterm_as_interrupt():
+        with interruptible():
             code = run(args, stops, workdir)
     except KeyboardInterrupt:
         say("interrupted")

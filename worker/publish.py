@@ -20,6 +20,7 @@ from core.stopping import evaluate
 from worker.context import JobContext
 from worker.locking import LockLostError
 from worker.score import Scored
+from worker.task_fields import reason, write_task_fields
 
 log = logging.getLogger("lsal.worker")
 VERSION_PREFIX = "lsal-"
@@ -43,9 +44,9 @@ def build_predictions(scored: Scored, model_version: str, scores: np.ndarray) ->
         seen = scored.summary(i)
         result = scored.kind.regions(scored.outputs[i], scored.threshold)
         if result:
-            result[0]["meta"] = {"text": [f"lsal: rank {int(ranks[i]) + 1} of {n} by {ranking.strategy}; "
-                                          f"confidence {seen['confidence']:.3f}; "
-                                          f"{scored.kind.uncertainty_name} {seen['uncertainty']:.3f}"]}
+            text = reason(int(ranks[i]) + 1, n, ranking.strategy, seen["label"], seen["confidence"],
+                          scored.kind.uncertainty_name, seen["uncertainty"], scored.version)
+            result[0]["meta"] = {"text": [text]}
         prediction: dict[str, Any] = {"task": int(task), "result": result, "score": float(scores[i]),
                                       "model_version": model_version}
         if ranking.clusters is not None:
@@ -82,6 +83,11 @@ def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
               "published_at": time.time(), "info": _jsonable(scored.ranking.info),
               "max_uncertainty": float(np.max(scored.uncertainty())) if len(table) else None}
     store.set_published(record, table)
+    if settings.task_fields:  # after the switch: the order is live whether or not this step completes
+        with ctx.phase("task_fields"):
+            record["task_fields"] = write_task_fields(ctx, table, scored.ranking.strategy, scored.version,
+                                                      scored.kind.uncertainty_name)
+        store.set_info(task_fields={"model_version": model_version, **record["task_fields"]})
     evaluate(store, settings.stopping, after=f"publication {model_version}")
     with ctx.phase("prune"):
         pruned = prune_versions(ctx, keep=settings.keep_versions)

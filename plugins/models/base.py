@@ -10,11 +10,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from plugins.device import MAX_SEED
-from plugins.strategies import Input, InvalidParamsError, PoolInputs
+from plugins.strategies import Input, InvalidParamsError, MissingInputError, PoolInputs
 
 Progress = Callable[[dict[str, Any]], None]
 # augment(image, label, rng) -> image: a training-time transform (see plugins.augment)
 Augment = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
+# Inputs of K samples per item. A strategy that needs them scores how an item's samples disagree, and one
+# sample disagrees with nothing: with K < MIN_SAMPLES every score is 0 and the order is the pool's own.
+SAMPLE_INPUTS = frozenset({Input.SAMPLES, Input.BOX_SAMPLES})
+MIN_SAMPLES = 2
 
 
 class ModelParams(BaseModel):
@@ -79,8 +83,45 @@ class ModelPlugin(ABC):
         return class_ids(y, n, self.n_classes)
 
     def unsupported(self, needs: frozenset[Input]) -> frozenset[Input]:
-        """The inputs in `needs` this model cannot compute."""
-        return needs - self.provides
+        """The inputs in `needs` this model cannot compute; its samples too when they cannot disagree
+        (sample_problem)."""
+        missing = needs - self.provides
+        sampled = needs & SAMPLE_INPUTS & self.provides
+        if sampled and self.sample_problem() is not None:
+            missing |= sampled
+        return missing
+
+    def sample_problem(self) -> str | None:
+        """Why this model's per-item samples (samples, box_samples) cannot disagree with its params, and what
+        to change; None when they can. Strategies that read samples score their disagreement."""
+        return None
+
+    def check_sample_count(self, needs: frozenset[Input], param: str) -> None:
+        """MissingInputError when `needs` asks for samples but `param` (K) gives fewer than MIN_SAMPLES per
+        item: the strategy that asked would score every item 0 (an order by task id, silently)."""
+        sampled = needs & SAMPLE_INPUTS & self.provides
+        problem = self._too_few_samples(param) if sampled else None
+        if problem:
+            raise MissingInputError(
+                f"{' and '.join(sorted(i.value for i in sampled))} asked of a model whose samples cannot disagree, "
+                f"so every score would be 0: {problem}")
+
+    def _too_few_samples(self, param: str) -> str | None:
+        """The sample_problem of a model whose K samples per item are its param `param` (None when K >= 2)."""
+        k = getattr(self.params, param)
+        if k >= MIN_SAMPLES:
+            return None
+        default = type(self.params).model_fields[param].default
+        return (f"model {self.name!r} gives {k} sample per item ({param}={k}); set the model's {param} to "
+                f"{MIN_SAMPLES} or more (default {default})")
+
+    def _no_dropout(self) -> str | None:
+        """The sample_problem of MC dropout with dropout 0: every sample is the same."""
+        if getattr(self.params, "dropout", None) == 0:
+            default = type(self.params).model_fields["dropout"].default
+            return (f"model {self.name!r} has dropout=0, so its MC-dropout samples are all the same; set the "
+                    f"model's dropout above 0 (default {default})")
+        return None
 
 
 def class_ids(y: np.ndarray, n: int, n_classes: int) -> np.ndarray:

@@ -164,6 +164,9 @@ class ImageClassifier(ModelPlugin):
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
 
+    def sample_problem(self) -> str | None:
+        return self._too_few_samples("mc_samples") or self._no_dropout()
+
     # -- construction -------------------------------------------------------------------------------------
 
     def _build(self, pretrained: bool) -> None:
@@ -216,6 +219,7 @@ class ImageClassifier(ModelPlugin):
 
     def pool_inputs(self, x_pool: ImagesLike, needs: frozenset[Input], x_labeled: ImagesLike,
                     y_labeled: np.ndarray) -> PoolInputs:
+        self.check_sample_count(needs, "mc_samples")
         values: dict[str, Any] = self.forward_pass(
             x_pool, samples=Input.SAMPLES in needs, embeddings=bool(needs & {Input.EMBEDDINGS, Input.HEAD}),
             predicted_loss=Input.PREDICTED_LOSS in needs,

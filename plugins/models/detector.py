@@ -592,6 +592,9 @@ class ObjectDetector(ModelPlugin):
         self._anchors: dict[int, AnchorGenerator] = {}
         self._input_side = 0
 
+    def sample_problem(self) -> str | None:
+        return self._too_few_samples("mc_samples") or self._no_dropout()
+
     # -- construction -------------------------------------------------------------------------------------
 
     def _build(self, pretrained: bool) -> None:
@@ -723,6 +726,7 @@ class ObjectDetector(ModelPlugin):
     def pool_inputs(self, x_pool: np.ndarray, needs: frozenset[Input], x_labeled: np.ndarray,
                     y_labeled: np.ndarray) -> PoolInputs:
         """Compute only the provided inputs in `needs` (boxes come whenever a box input is asked for)."""
+        self.check_sample_count(needs, "mc_samples")
         if Input.PREDICTED_LOSS in needs and self.loss_module is None:
             raise MissingInputError("predicted_loss needs a learning-loss head: build the detector with "
                                     "loss_head=true")

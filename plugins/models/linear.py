@@ -123,6 +123,9 @@ class LogisticModel(ModelPlugin):
         self.state: LinearState | None = None
         self.members: list[LinearState] = []
 
+    def sample_problem(self) -> str | None:
+        return self._too_few_samples("committee")
+
     def embed(self, x: np.ndarray) -> np.ndarray:
         """Standardized features (images are flattened): the embedding strategies see."""
         if self.mean is None:
@@ -193,6 +196,7 @@ class LogisticModel(ModelPlugin):
                     y_labeled: np.ndarray) -> PoolInputs:
         if self.state is None:
             raise RuntimeError("the model is not trained yet")
+        self.check_sample_count(needs, "committee")
         z = self.embed(x_pool)
         values: dict = {"probs": self.state.proba(z)}
         if Input.SAMPLES in needs:
