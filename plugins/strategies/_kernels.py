@@ -13,6 +13,14 @@ def entropy(p: torch.Tensor, dim: int | tuple[int, ...] = -1) -> torch.Tensor:
     return -p.clamp_min(torch.finfo(p.dtype).tiny).log_().mul_(p).sum(dim=dim)
 
 
+def entropy_rows_into(p: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """out[i] = -sum_c p_ic log p_ic for the rows of a 2-D block p (0 log 0 = 0), with `scratch` (at least
+    p.numel() elements) as the only temporary: in-place passes over a cache-sized block and one GEMV."""
+    buf = scratch[: p.numel()].view(p.shape)
+    torch.clamp_min(p, torch.finfo(p.dtype).tiny, out=buf).log_().mul_(p)
+    return torch.mv(buf, p.new_ones(p.shape[1]), out=out).neg_()
+
+
 def bernoulli_entropy(p: torch.Tensor) -> torch.Tensor:
     """Elementwise entropy in nats of Bernoulli(p): -p log p - (1 - p) log(1 - p), with 0 log 0 = 0."""
     tiny = torch.finfo(p.dtype).tiny

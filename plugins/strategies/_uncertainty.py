@@ -7,8 +7,17 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from plugins.strategies._kernels import bernoulli_entropy, entropy, reduce_labels
-from plugins.strategies.base import Input, PoolInputs, Ranking, ScoreStrategy, Strategy, StrategyParams
+from plugins.strategies._kernels import bernoulli_entropy, entropy_rows_into, reduce_labels
+from plugins.strategies.base import (
+    Input,
+    PoolInputs,
+    Ranking,
+    ScoreStrategy,
+    Strategy,
+    StrategyParams,
+    checked_blocks,
+    scores_in_pass,
+)
 from plugins.strategies.registry import register
 
 Reduction = Literal["sum", "mean", "max"]
@@ -31,6 +40,26 @@ def label_set_least_confidence(probs: torch.Tensor) -> torch.Tensor:
     return -torch.expm1(log_best)
 
 
+def checked_probs(pool: PoolInputs) -> torch.Tensor:
+    """pool.probs after the value checks `prepared` leaves to a strategy that checks them in its pass."""
+    for _ in checked_blocks(Input.PROBS.value, pool.probs, True, sums_to_one=not pool.multilabel):
+        pass
+    return pool.probs
+
+
+def _least_confidence_into(p: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    return torch.amax(p, dim=1, out=out).neg_().add_(1.0)
+
+
+def _margin_into(p: torch.Tensor, out: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """1 - (p_1 - p_2): the largest entry, then the largest of the rest (argmax masked, so a tie at the top
+    gives p_2 = p_1), as topk(2) gives but without its sort."""
+    top = torch.argmax(p, dim=1, keepdim=True)
+    first = torch.gather(p, 1, top).squeeze(1)
+    rest = scratch[: p.numel()].view(p.shape).copy_(p).scatter_(1, top, -1.0)
+    return torch.amax(rest, dim=1, out=out).sub_(first).add_(1.0)
+
+
 @register("random")
 class RandomSampling(Strategy):
     """Uniformly random order: the baseline every other strategy must beat."""
@@ -51,12 +80,13 @@ class LeastConfidence(ScoreStrategy):
     """
 
     needs = frozenset({Input.PROBS})
+    checks_in_pass = needs
     multilabel = True
 
     def score(self, pool: PoolInputs) -> torch.Tensor:
         if pool.multilabel:
-            return label_set_least_confidence(pool.probs)
-        return 1.0 - pool.probs.max(dim=1).values
+            return label_set_least_confidence(checked_probs(pool))
+        return scores_in_pass(Input.PROBS.value, pool.probs, _least_confidence_into, 0)
 
 
 class MarginParams(StrategyParams):
@@ -78,15 +108,16 @@ class Margin(ScoreStrategy):
 
     Params = MarginParams
     needs = frozenset({Input.PROBS})
+    checks_in_pass = needs
     multilabel = True
 
     def score(self, pool: PoolInputs) -> torch.Tensor:
         if pool.multilabel:
-            return label_margin(pool.probs, self.params.reduction)
+            return label_margin(checked_probs(pool), self.params.reduction)
         if pool.probs.shape[1] < 2:
+            checked_probs(pool)
             return torch.zeros(pool.n, dtype=pool.probs.dtype, device=pool.probs.device)
-        top2 = pool.probs.topk(2, dim=1).values
-        return 1.0 - (top2[:, 0] - top2[:, 1])
+        return scores_in_pass(Input.PROBS.value, pool.probs, _margin_into, pool.probs.shape[1])
 
 
 class EntropyParams(StrategyParams):
@@ -108,9 +139,10 @@ class Entropy(ScoreStrategy):
 
     Params = EntropyParams
     needs = frozenset({Input.PROBS})
+    checks_in_pass = needs
     multilabel = True
 
     def score(self, pool: PoolInputs) -> torch.Tensor:
         if pool.multilabel:
-            return label_entropy(pool.probs, self.params.reduction)
-        return entropy(pool.probs)
+            return label_entropy(checked_probs(pool), self.params.reduction)
+        return scores_in_pass(Input.PROBS.value, pool.probs, entropy_rows_into, pool.probs.shape[1])

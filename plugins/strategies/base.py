@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Annotated, Any, ClassVar, Literal
@@ -24,8 +24,9 @@ Head = Callable[[torch.Tensor], torch.Tensor]
 
 # Tolerance for "rows of a probability matrix sum to one" (float32 softmax outputs drift a little).
 _PROB_SUM_TOL = 1e-3
-# Rows validated at a time: one pass over each input with small temporaries on million-item pools.
-_CHECK_ROWS = 4096
+# Bytes validated at a time: one pass over each input, each block checked while it is in cache, with a few
+# statistics per block and one decision at the end (per-block Python conversions cost more than the checks).
+_CHECK_BYTES = 2 * 2**20
 
 
 class Input(str, Enum):
@@ -106,9 +107,12 @@ class PoolInputs:
         dtype: torch.dtype,
         strategy: str = "strategy",
         optional: frozenset[Input] = frozenset(),
+        in_pass: frozenset[Input] = frozenset(),
     ) -> PoolInputs:
         """Check that every needed input is present and valid; return a copy with torch tensors of the
-        needed and optional inputs only (the others are dropped, unconverted and unchecked)."""
+        needed and optional inputs only (the others are dropped, unconverted and unchecked). The values of
+        the `in_pass` inputs (NaN/inf, probabilities) are left to the strategy, which checks them in its own
+        pass over them (`checked_blocks`); their presence, type and shape are checked here."""
         missing = needs - self.available()
         if missing:
             raise MissingInputError(
@@ -132,13 +136,13 @@ class PoolInputs:
             if inp in (Input.BOX_SAMPLES, Input.BOX_IOU):
                 if self.boxes is None:
                     raise MissingInputError(f"{inp.value} needs boxes beside it")
-                converted[inp.value] = _as_float(inp, value, device, dtype, self.multilabel)
+                converted[inp.value] = _as_float(inp, value, device, dtype, self.multilabel, inp not in in_pass)
                 continue
             if inp is Input.LABELED_LABELS:
                 as_labels = _as_targets if self.multilabel else _as_labels
                 converted[inp.value] = as_labels(value, device)
             else:
-                converted[inp.value] = _as_float(inp, value, device, dtype, self.multilabel)
+                converted[inp.value] = _as_float(inp, value, device, dtype, self.multilabel, inp not in in_pass)
         prepared = dataclasses.replace(self, **converted)
         prepared._check_shapes()
         return prepared
@@ -190,7 +194,7 @@ def _names(inputs: frozenset[Input]) -> str:
 
 
 def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype,
-              multilabel: bool = False) -> torch.Tensor:
+              multilabel: bool = False, check: bool = True) -> torch.Tensor:
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as exc:
@@ -198,12 +202,72 @@ def _as_float(inp: Input, value: Any, device: torch.device, dtype: torch.dtype,
     if not (tensor.is_floating_point() or tensor.dtype in (torch.int32, torch.int64, torch.uint8)):
         raise InvalidInputError(f"{inp.value} must be numeric, got dtype {tensor.dtype}")
     tensor = tensor.to(device=device, dtype=dtype)
-    if tensor.numel() == 0 or tensor.ndim == 0:
+    if tensor.numel() == 0 or tensor.ndim == 0 or not check:
         return tensor
-    is_prob = inp in (Input.PROBS, Input.SAMPLES, Input.BOX_SAMPLES)
-    for rows in chunks(tensor.shape[0], _CHECK_ROWS):  # one pass, bounded temporaries on large pools
-        _check_block(inp.value, tensor[rows], is_prob, sums_to_one=not multilabel)
+    for _ in checked_blocks(inp.value, tensor, _is_prob(inp), sums_to_one=not multilabel):
+        pass
     return tensor
+
+
+def _is_prob(inp: Input) -> bool:
+    return inp in (Input.PROBS, Input.SAMPLES, Input.BOX_SAMPLES)
+
+
+def checked_blocks(name: str, x: torch.Tensor, is_prob: bool, sums_to_one: bool = True,
+                   block_bytes: int = _CHECK_BYTES) -> Iterator[tuple[slice, torch.Tensor]]:
+    """Yield (rows, x[rows]) row blocks and check each block's values (as `_check_block`) right after the
+    caller used it, while it is in cache: one read of x serves the caller's computation and the check.
+    Raises InvalidInputError once the blocks are exhausted if any value is invalid (the caller's results
+    for an invalid input are never returned)."""
+    if x.numel() == 0 or x.ndim == 0:
+        return
+    row_bytes = max(1, x[0].numel() * x.element_size())
+    rows = max(1, block_bytes // row_bytes)
+    ones = x.new_ones(x.shape[-1]) if is_prob and sums_to_one and x.ndim >= 2 else None
+    stats: list[torch.Tensor] = []
+    for sl in chunks(x.shape[0], rows):
+        block = x[sl]
+        yield sl, block
+        low, high = torch.aminmax(block)  # NaN propagates; far cheaper than isfinite
+        if ones is None:
+            stats.append(torch.stack([low, high]))
+        else:
+            sums = torch.mv(block.reshape(-1, block.shape[-1]), ones)
+            sum_low, sum_high = torch.aminmax(sums)
+            stats.append(torch.stack([low, high, sum_low, sum_high]))
+    table = torch.stack(stats)
+    low, high = float(table[:, 0].min()), float(table[:, 1].max())
+    bad = not (math.isfinite(low) and math.isfinite(high))
+    if not bad and is_prob:
+        bad = low < -1e-6 or high > 1 + 1e-6
+        if not bad and ones is not None:
+            bad = max(1.0 - float(table[:, 2].min()), float(table[:, 3].max()) - 1.0) > _PROB_SUM_TOL
+    if bad:  # find the first bad block and say what is wrong with it
+        for sl in chunks(x.shape[0], rows):
+            _check_block(name, x[sl], is_prob, sums_to_one)
+
+
+# Rows of a scoring pass at a time: a few hundred KiB stay in a core's cache across the in-place steps.
+_SCORE_BYTES = 512 * 2**10
+BlockKernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def scores_in_pass(name: str, x: torch.Tensor, kernel: BlockKernel, scratch_per_row: int,
+                   sums_to_one: bool = True, block_bytes: int = _SCORE_BYTES) -> torch.Tensor:
+    """(N,) scores of the probability input x (N, ...), kernel(block, out_rows, scratch) per row block, each
+    block's values checked in the same pass (`checked_blocks`): x is read from memory once."""
+    if x.device.type != "cpu":  # launches, not caches, bound a GPU pass: few large blocks
+        block_bytes = max(block_bytes, 64 * 2**20)
+    elif torch.get_num_threads() > 1:  # each op is a parallel region: fewer, larger blocks (still in L3)
+        block_bytes = max(block_bytes, 4 * 2**20)
+    n = x.shape[0]
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    row_bytes = max(1, x[0].numel() * x.element_size()) if n else 1
+    rows = max(1, min(n, block_bytes // row_bytes))
+    scratch = torch.empty(rows * scratch_per_row, dtype=x.dtype, device=x.device)
+    for sl, block in checked_blocks(name, x, True, sums_to_one, block_bytes=rows * row_bytes):
+        kernel(block, out[sl], scratch)
+    return out
 
 
 def _check_block(name: str, block: torch.Tensor, is_prob: bool, sums_to_one: bool = True) -> None:
@@ -291,7 +355,34 @@ def order_by_scores(scores: torch.Tensor) -> torch.Tensor:
 
 
 def descending_order(scores: np.ndarray) -> np.ndarray:
-    """argsort of -scores with ties in index order, as a stable sort gives, at quicksort speed."""
+    """argsort of -scores with ties in index order, exactly as a stable sort gives, in O(N) passes plus one
+    SIMD sort of packed 64-bit keys (float32 and narrower); other dtypes take an introsort with a tie fix-up."""
+    scores = np.asarray(scores)
+    n = len(scores)
+    if scores.dtype.itemsize <= 4 and scores.dtype.kind == "f" and 1 < n < 2**32:
+        return _packed_descending_order(scores.astype(np.float32, copy=False))
+    return _introsort_descending_order(scores)
+
+
+def _packed_descending_order(scores: np.ndarray) -> np.ndarray:
+    """Stable descending order of float32 scores: each score's bits, mapped to an unsigned key that sorts
+    ascending as the scores sort descending, in the high 32 bits and the pool index in the low 32, then one
+    np.sort of the unique uint64 keys (no two keys are equal, so the order is the stable sort's)."""
+    if np.isnan(scores).any():  # NaN has no place in the bit order: keep numpy's (NaN last)
+        return _introsort_descending_order(scores)
+    bits = (scores + np.float32(0.0)).view(np.uint32)  # -0.0 + 0.0 = +0.0: the two zeros tie, as they compare
+    # sign clear: a larger score has larger bits, so flip the 31 low bits; sign set: larger bits sort later
+    flip = np.where(bits >> np.uint32(31), np.uint32(0), np.uint32(0x7FFFFFFF))
+    key = np.bitwise_xor(bits, flip).astype(np.uint64)
+    key <<= np.uint64(32)
+    key |= np.arange(len(scores), dtype=np.uint64)
+    key.sort()
+    key &= np.uint64(0xFFFFFFFF)
+    return key.view(np.int64)
+
+
+def _introsort_descending_order(scores: np.ndarray) -> np.ndarray:
+    """argsort of -scores by introsort, then each run of equal scores put in index order."""
     neg = -scores
     order = np.argsort(neg)  # introsort: several times faster than a stable sort on large pools
     ranked = neg[order]
@@ -345,6 +436,10 @@ class Strategy(ABC):
     # True when the method has a sound form for multi-label pools (independent per-label sigmoids); a wrapper
     # is sound when its own logic is and its children are (each child checks when it ranks).
     multilabel: ClassVar[bool] = False
+    # Inputs whose values (NaN/inf, probabilities) the strategy checks itself, block by block in the pass that
+    # computes its scores (`checked_blocks`), so that a large input is read once for both; every other input
+    # is checked before `_rank`.
+    checks_in_pass: ClassVar[frozenset[Input]] = frozenset()
 
     def __init__(self, **params: Any) -> None:
         try:
@@ -391,7 +486,7 @@ class Strategy(ABC):
                 "GET /admin/strategies lists the strategies with a multi-label form"
             )
         prepared = pool.prepared(self.required_inputs(), self.device, self.dtype, strategy=self.name,
-                                 optional=self.optional_inputs())
+                                 optional=self.optional_inputs(), in_pass=self.checks_in_pass)
         if prepared.n == 0:
             return Ranking.empty(self.name)
         with torch.no_grad():
