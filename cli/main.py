@@ -45,7 +45,7 @@ def demo(
                                           "random, no Label Studio")] = False,
     strategy: Annotated[str, typer.Option(help="acquisition strategy of the demo project")] = "margin",
     tasks: Annotated[int, typer.Option(min=20, max=2000, help="surface images uploaded into Label Studio (300 "
-                                       "more, of other textures, are the held-out test set)")] = 300,
+                                       "more, of other textures, are the held-out test set)")] = 200,
     rounds: Annotated[int | None, typer.Option(min=1, help="rounds of labels (default 5; --offline: 10)")] = None,
     batch: Annotated[int, typer.Option(min=1, help="labels per round (the project retrains after each)")] = 10,
     workdir: Annotated[Path, typer.Option(help="data dir: Label Studio's database (kept between runs), "
@@ -68,7 +68,7 @@ def demo(
     accuracy is printed per round, and the stack stays up for you to label until Ctrl-C. With --offline: the active-learning loop simulated without Label Studio, strategies against random."""
     offline_only = {"--strategies": strategy_names, "--seeds": seeds, "--initial": initial, "--out": out}
     if offline:
-        full_only = {"--strategy": strategy != "margin", "--tasks": tasks != 300, "--port": port,
+        full_only = {"--strategy": strategy != "margin", "--tasks": tasks != 200, "--port": port,
                      "--ls-port": ls_port, "--exit": not keep_running,
                      "--workdir": workdir != Path("lsal-data/demo")}
         given = [k for k, v in full_only.items() if v]

@@ -23,6 +23,7 @@ from stack.http import Client, HttpError, Response, Verbs, token_auth, upload_fi
 from stack.processes import LabelStudioServer
 
 ML_TITLE = "lsal"
+UPLOAD_CHUNK = 100  # files per upload request: Label Studio refuses more (DATA_UPLOAD_MAX_NUMBER_FILES)
 
 
 def choices_config(values: Iterable[str], *, name: str = "label", to_name: str = "image", data_key: str = "image",
@@ -123,10 +124,16 @@ class Annotator:
         return self.call("POST", f"/api/projects/{project}/import", "import the tasks",
                          [{data_key: u} for u in urls])
 
-    def upload(self, project: int, paths: Iterable[Path], content_type: str = "image/png") -> dict[str, Any]:
-        """One task per file, uploaded into Label Studio (the tasks point at /data/upload/...)."""
-        return self.call("POST", f"/api/projects/{project}/import", "upload the files",
-                         files=upload_files(paths, content_type), timeout=120)
+    def upload(self, project: int, paths: Iterable[Path], content_type: str = "image/png") -> int:
+        """One task per file, uploaded into Label Studio (the tasks point at /data/upload/...), at most
+        UPLOAD_CHUNK files per request (Label Studio's DATA_UPLOAD_MAX_NUMBER_FILES is 100); the task count."""
+        paths = list(paths)
+        created = 0
+        for start in range(0, len(paths), UPLOAD_CHUNK):
+            answer = self.call("POST", f"/api/projects/{project}/import", "upload the files",
+                               files=upload_files(paths[start:start + UPLOAD_CHUNK], content_type), timeout=120)
+            created += int(answer.get("task_count", 0))
+        return created
 
     def tasks(self, project: int, page_size: int = 1000) -> list[dict[str, Any]]:
         """Every task of the project, page by page."""

@@ -67,7 +67,7 @@ class DemoError(RuntimeError):
 @dataclass
 class DemoOptions:
     workdir: Path = Path("lsal-data/demo")
-    tasks: int = 300
+    tasks: int = 200
     rounds: int = 5
     batch: int = 10
     strategy: str = "margin"
@@ -211,7 +211,9 @@ class Demo:
         self.backend_url = f"http://127.0.0.1:{port}"
         self.service_env = service_env(label_studio_url=ls.url, token=ls.token, redis_url=self.redis_url,
                                        secret=self.secret, model_dir=self.model_dir, image_hosts="",
-                                       defaults=self.o.defaults())
+                                       defaults=self.o.defaults(), OMP_NUM_THREADS="1")
+        # one torch thread: Label Studio, the backend and the worker share the cores (with two threads the
+        # worker's training ran 3.5x slower on a busy 2-core machine)
         env = lsal_env(self.service_env)
         self.backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
                                                                  "--log-level", "warning"),
