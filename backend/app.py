@@ -24,7 +24,7 @@ from rq.registry import FailedJobRegistry
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.admin import record_audit, rollback, set_strategy, status, trigger, update_settings
+from core.admin import record_audit, review_view, rollback, set_strategy, status, trigger, update_settings
 from backend.auth import (
     OPEN_PATHS,
     SELF_AUTHENTICATED,
@@ -361,6 +361,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(422, "limit must be between 1 and 10000")
         s = store(project)
         return {"published": s.published(), "head": s.ranking_head(limit)}
+
+    @app.get("/admin/projects/{project}/review", **admin)
+    def get_review(project: ProjectId, limit: int = 50, all_tasks: bool = False) -> dict[str, Any]:
+        """The newest label-noise review: its flagged tasks (every reviewed task with all_tasks=true), most
+        doubtful first, each with the given label, the model's label, its confidence and the quality score."""
+        if not 1 <= limit <= 100_000:
+            raise HTTPException(422, "limit must be between 1 and 100000")
+        return review_view(store(project), limit, everything=all_tasks)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -1,4 +1,5 @@
-"""Admin commands (`lsal strategy`, `settings`, `train`, `rescore`, `versions`, `rollback`, `status`, `doctor`).
+"""Admin commands (`lsal strategy`, `settings`, `train`, `rescore`, `versions`, `rollback`, `review`, `status`,
+`doctor`).
 
 They run the same code as the admin HTTP API (core.admin) against the same Redis (REDIS_URL).
 """
@@ -269,6 +270,33 @@ def _holdout_cell(view: dict[str, Any], metrics: dict[str, Any]) -> str:
     return "-"
 
 
+def review_cmd(project: Project, as_json: AsJson = False,
+               limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="rows to show")] = 50,
+               all_tasks: Annotated[bool, typer.Option("--all", help="every reviewed task, not only the flagged")]
+               = False) -> None:
+    """The labels the model doubts (label-noise review after each retrain): given label, model's label,
+    its confidence, quality score; most doubtful first. Nothing an annotator wrote is changed."""
+    _, store = _store(project)
+    view = admin.review_view(store, limit, everything=all_tasks)
+    if as_json:
+        console.print_json(json.dumps(view, default=str))
+        return
+    record = view["review"]
+    if record is None:
+        console.print(f"project {project}: {view['reason']}")
+        return
+    title = (f"project {project}: {record['flagged']} of {record['reviewed']} labels flagged "
+             f"({record['folds']}-fold out-of-fold {record['model']}, model {record.get('version') or '-'}, "
+             f"{_when(record.get('created_at'))})")
+    table = Table("#", "task", "given label", "model's label", "confidence", "quality", "flagged", title=title,
+                  caption=f"{record['method']}; quality 0 = surely wrong, 1 = surely right; showing "
+                          f"{len(view['items'])} of {view['total']}")
+    for item in view["items"]:
+        table.add_row(str(item["rank"]), str(item["task"]), item["given"], item["predicted"],
+                      _num(item["confidence"]), _num(item["quality"]), "yes" if item["flagged"] else "")
+    console.print(table)
+
+
 def rollback_cmd(project: Project, version: Annotated[str, typer.Argument(help="e.g. v3")]) -> None:
     """Serve an earlier model version and republish its order."""
     redis, store = _store(project)
@@ -329,6 +357,14 @@ def status_cmd(project: Project, as_json: AsJson = False, url: ServiceUrl = None
             console.print(f"{kind.replace('_', ' ')}: {last.get('status')} at {_when(last.get('at'))} in "
                           f"{last.get('duration_s', '-')} s; timings {last.get('timings', {})}"
                           + (f"; error: {last['error']}" if last.get("error") else ""))
+    review = st.get("review")
+    if review:
+        last = review.get("last_job") or {}
+        console.print(f"label review: {review.get('flagged', '-')} of {review.get('reviewed', '-')} labels flagged "
+                      f"(model {review.get('version') or '-'}, {_when(review.get('created_at'))}; `lsal review "
+                      f"--project {project}`)" + (f"; last review job {last.get('status')}"
+                                                 + (f": {last['error']}" if last.get("error") else "")
+                                                 if last else ""), highlight=False, markup=False)
     stopping = st.get("stopping")
     if stopping:
         if stopping.get("fired"):
@@ -439,6 +475,7 @@ def register(app: typer.Typer) -> None:
     app.command()(rescore)
     app.command()(versions)
     app.command("rollback")(rollback_cmd)
+    app.command("review")(review_cmd)
     app.command("status")(status_cmd)
     app.command()(doctor)
     app.command("reconcile")(reconcile_cmd)

@@ -187,6 +187,28 @@ def rollback(store: ProjectStore, version: str) -> dict[str, Any]:
     return record
 
 
+def _review_summary(record: dict[str, Any] | None, last_job: Any) -> dict[str, Any] | None:
+    """What `lsal status` says of the label review: the newest one's counts, and its last job's outcome."""
+    if record is None and last_job is None:
+        return None
+    counts = {k: record.get(k) for k in ("version", "created_at", "labeled", "reviewed", "flagged", "folds")} \
+        if record else {}
+    return {**counts, "last_job": last_job}
+
+
+def review_view(store: ProjectStore, limit: int = 50, everything: bool = False) -> dict[str, Any]:
+    """The newest label-noise review: how it was made, and its first `limit` items, most doubtful first
+    (the flagged ones only, unless `everything`); {'review': None} before the first review."""
+    record = store.review()
+    if record is None:
+        return {"project": store.project, "review": None,
+                "reason": "no review yet: the worker reviews the labels after each retrain (setting review)"}
+    items = record.get("items") or []
+    shown = items if everything else [i for i in items if i.get("flagged")]
+    return {"project": store.project, "review": {k: v for k, v in record.items() if k != "items"},
+            "items": shown[:limit], "total": len(shown)}
+
+
 def _job_view(job: Job) -> dict[str, Any]:
     meta = {k: v for k, v in (job.meta or {}).items() if k in ("phase", "epoch", "loss", "kind", "reason",
                                                                 "updated_at", "epochs")}
@@ -248,6 +270,7 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings | None, 
         "last_score_new": info.get("last_score_new"),
         "stopping": info.get("stopping"),
         "task_fields": info.get("task_fields"),
+        "review": _review_summary(store.review(), info.get("last_review")),
         "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
         "audit": store.audit_log(10),
         "now": time.time(),

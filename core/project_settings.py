@@ -40,6 +40,12 @@ class ProjectSettings(BaseModel):
                            "lsal_prediction, lsal_strategy, lsal_model and lsal_reason into every unlabeled task's "
                            "data (Data Manager columns; a labeling config can show $lsal_reason) and keep a Data "
                            "Manager tab ordered by our priority; changes the tasks' data, one PATCH per task")
+    review: bool = Field(
+        False, description="after each retrain, a separate job reviews every labeled task's label with out-of-fold "
+                          "predictions and confident learning (cleanlab) and keeps the flagged ones for reviewers "
+                          "(`lsal review`); it changes no annotation. Costs review_folds fits of the model")
+    review_folds: int = Field(5, ge=2, le=20, description="k of the review's stratified k-fold (fewer when a class "
+                                                          "has fewer labeled items)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for training splits and the strategy's random choices")
     label_threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a label is ticked in pre-annotations "
                                                                "(and counted in metrics) at this probability")

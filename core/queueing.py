@@ -23,6 +23,7 @@ JOBS = {
     "rescore": "worker.jobs.rescore",
     "score_new": "worker.jobs.score_new_tasks",
     "connect": "worker.jobs.connect",
+    "review": "worker.jobs.review",
 }
 # a failed job (Label Studio down, a worker killed mid-job: RQ re-runs abandoned jobs) runs again after these
 RETRY_INTERVALS_S = (10, 60, 300)

@@ -207,6 +207,15 @@ class ProjectStore:
                 out[k.decode()] = v.decode()
         return out
 
+    # -- label-noise review (what the worker's review job found; the annotations themselves are not touched) --
+    def set_review(self, record: dict[str, Any]) -> None:
+        """Store the newest label-noise review of the project ({'items': [...], 'flagged', ...})."""
+        self.redis.set(self.key("review"), json.dumps(record))
+
+    def review(self) -> dict[str, Any] | None:
+        """The newest label-noise review, or None before the first."""
+        raw = self.redis.get(self.key("review"))
+        return None if raw is None else json.loads(raw)
 
     # -- audit ----------------------------------------------------------------------------------------
     def audit(self, record: dict[str, Any]) -> None:

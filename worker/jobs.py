@@ -15,6 +15,7 @@ from core.stopping import budget_spent, evaluate
 from core.tokens import WEBHOOK_TOKEN_HEADER, secret_tag, webhook_token
 from worker.context import JobContext
 from worker.publish import publish
+from worker.review import review_project
 from worker.runner import run_job
 from worker.score import Scored, project_strategy, score_tasks, stale_model
 from worker.shards import plan_shards
@@ -42,9 +43,28 @@ def retrain(project: int) -> dict[str, Any]:
             ctx.progress(phase="enqueue_rescore")
             result["rescore_job"] = enqueue(ctx.redis, ctx.settings.queue, "rescore", ctx.project,
                                             timeout=ctx.settings.job_timeout_s, reason=result["version"]).job_id
+            if ctx.project_settings.review:
+                result["review_job"] = enqueue_review(ctx, result["version"])
         return result  # not trained (too few labels): the next retrain_every changes try again
 
     return run_job(project, "retrain", body)
+
+
+def enqueue_review(ctx: JobContext, version: str) -> str | None:
+    """Queue the label review behind the rescore (the order goes live first); the retrain stands if this
+    fails: the next retrain queues one again."""
+    try:
+        return enqueue(ctx.redis, ctx.settings.queue, "review", ctx.project, timeout=ctx.settings.job_timeout_s,
+                       reason=version).job_id
+    except Exception as exc:  # noqa: BLE001 - the review is never worth failing a retrain for
+        log.warning("project %s: label review not queued: %s", ctx.project, exc)
+        return None
+
+
+def review(project: int) -> dict[str, Any]:
+    """Review every labeled task's label out of fold (plugins.label_quality); the flagged ones are kept for
+    reviewers. Changes no annotation; runs apart from retrain and rescore, so its failure breaks neither."""
+    return run_job(project, "review", review_project)
 
 
 def rescore(project: int) -> dict[str, Any]:
