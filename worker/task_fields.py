@@ -18,7 +18,6 @@ from core.ls_client import LabelStudioError
 from worker.context import JobContext
 
 log = logging.getLogger("lsal.worker")
-FIELD_PREFIX = "lsal_"
 VIEW_TITLE = "lsal priority"
 WRITERS = 4  # task updates in flight at once
 CHECK_EVERY = 100  # task updates between two checks of the job's lock
@@ -49,8 +48,9 @@ def fields_of(row: dict[str, Any], n: int, strategy: str, version: str, uncertai
 
 
 def merged(data: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
-    """`data` with its old `lsal_*` fields replaced by `fields`; every other field as it was."""
-    return {**{k: v for k, v in data.items() if not k.startswith(FIELD_PREFIX)}, **fields}
+    """`data` with its old order fields (FIELDS) replaced by `fields`; every other field as it was (the
+    review's `lsal_issue_*` fields included)."""
+    return {**{k: v for k, v in data.items() if k not in FIELDS}, **fields}
 
 
 def view_data() -> dict[str, Any]:

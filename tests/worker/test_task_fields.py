@@ -18,9 +18,12 @@ def test_the_fields_of_a_published_task_say_rank_strategy_model_prediction_and_u
 
 
 def test_merging_keeps_every_field_of_the_task_and_replaces_only_ours() -> None:
-    data = {"image": "/data/upload/1/a.png", "site": "line 3", "lsal_rank": 7, "lsal_old_field": "x"}
+    data = {"image": "/data/upload/1/a.png", "site": "line 3", "lsal_rank": 7, "lsal_model": "v1",
+            "lsal_issue_rank": 2}
     new = merged(data, {"lsal_rank": 1, "lsal_reason": "r"})
-    assert new == {"image": "/data/upload/1/a.png", "site": "line 3", "lsal_rank": 1, "lsal_reason": "r"}
+    # the review's lsal_issue_* fields are the review's to replace
+    assert new == {"image": "/data/upload/1/a.png", "site": "line 3", "lsal_issue_rank": 2, "lsal_rank": 1,
+                   "lsal_reason": "r"}
     assert data["lsal_rank"] == 7  # the input is not changed
     assert merged(new, {"lsal_rank": 1, "lsal_reason": "r"}) == new  # unchanged fields: nothing to write
 
