@@ -177,3 +177,17 @@ def redis_url(redis_server) -> str:
     with redis_server.client() as client:
         client.flushall()
     return redis_server.url
+
+
+@pytest.fixture
+def review_record() -> dict:
+    """What the review job stores (worker/review.py): two of three labels flagged."""
+    items = [{"task": 11, "rank": 1, "given": "ok", "predicted": "scratch", "confidence": 0.97,
+              "given_probability": 0.02, "quality": 0.02, "issue_score": 0.98, "flagged": True},
+             {"task": 12, "rank": 2, "given": "dent", "predicted": "stain", "confidence": 0.8,
+              "given_probability": 0.1, "quality": 0.1, "issue_score": 0.9, "flagged": True},
+             {"task": 13, "rank": 3, "given": "ok", "predicted": "ok", "confidence": 0.9,
+              "given_probability": 0.9, "quality": 0.9, "issue_score": 0.1, "flagged": False}]
+    return {"version": "v3", "created_at": 1.7e9, "kind": "image_classification", "model": "logistic",
+            "labeled": 3, "reviewed": 3, "flagged": 2, "folds": 2, "method": "confident learning",
+            "multilabel": False, "not_reviewed": [], "skipped": 0, "items": items}

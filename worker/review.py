@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from core.ls_client import LabelStudioError
 from plugins.label_quality import NotReviewable, review_labels
 from plugins.models import build_model
 from worker.context import JobContext
-from worker.task_fields import CHECK_EVERY, WRITERS
+from worker.task_fields import ensure_view, write_task_data
 
 log = logging.getLogger("lsal.worker")
 REVIEWABLE = ("image_classification", "image_multilabel")
@@ -125,29 +123,5 @@ def write_issue_fields(ctx: JobContext, record: dict[str, Any]) -> dict[str, Any
         new = with_issue(data, fields)
         if new != data:
             changes.append((task_id, new))
-    written, error = 0, None
-    with ThreadPoolExecutor(WRITERS) as pool:
-        for start in range(0, len(changes), CHECK_EVERY):
-            ctx.check_lock()
-            block = changes[start:start + CHECK_EVERY]
-            try:
-                list(pool.map(lambda change: ctx.ls.update_task_data(*change), block))
-            except LabelStudioError as exc:
-                error = str(exc)
-                log.warning("project %s: review fields written for about %d of %d tasks, then: %s", ctx.project,
-                            written, len(changes), exc)
-                break
-            written += len(block)
-    return {"written": written, "flagged": len(flagged), "view": ensure_review_view(ctx), "error": error}
-
-
-def ensure_review_view(ctx: JobContext) -> int | None:
-    """The id of our "lsal review" Data Manager tab, created when the project has none."""
-    try:
-        for view in ctx.ls.views(ctx.project):
-            if (view.get("data") or {}).get("title") == VIEW_TITLE:
-                return int(view["id"])
-        return int(ctx.ls.save_view(ctx.project, view_data())["id"])
-    except LabelStudioError as exc:
-        log.warning("project %s: could not create the %r Data Manager tab: %s", ctx.project, VIEW_TITLE, exc)
-        return None
+    written, error = write_task_data(ctx, changes, "review fields")
+    return {"written": written, "flagged": len(flagged), "view": ensure_view(ctx, view_data()), "error": error}

@@ -79,8 +79,16 @@ def write_task_fields(ctx: JobContext, table: dict[int, dict[str, Any]], strateg
             unchanged += 1
         else:
             changes.append((task_id, new))
-    written, error = 0, None
-    # Label Studio has no bulk update of task data: one PATCH per task, a few in flight at once
+    written, error = write_task_data(ctx, changes, "task fields")
+    return {"written": written, "unchanged": unchanged, "of": n, "view": ensure_view(ctx, view_data()),
+            "error": error}
+
+
+def write_task_data(ctx: JobContext, changes: list[tuple[int, dict[str, Any]]], what: str) -> tuple[int, str | None]:
+    """PATCH each (task, data) of `changes` into Label Studio, a few in flight at once, checking the job's lock
+    every CHECK_EVERY tasks; (how many were written, the error that stopped it or None)."""
+    written = 0
+    # Label Studio has no bulk update of task data: one PATCH per task
     with ThreadPoolExecutor(WRITERS) as pool:
         for start in range(0, len(changes), CHECK_EVERY):
             ctx.check_lock()
@@ -88,21 +96,21 @@ def write_task_fields(ctx: JobContext, table: dict[int, dict[str, Any]], strateg
             try:
                 list(pool.map(lambda change: ctx.ls.update_task_data(*change), block))
             except LabelStudioError as exc:
-                error = str(exc)
-                log.warning("project %s: task fields written for about %d of %d tasks, then: %s", ctx.project,
+                log.warning("project %s: %s written for about %d of %d tasks, then: %s", ctx.project, what,
                             written, len(changes), exc)
-                break
+                return written, str(exc)
             written += len(block)
-    return {"written": written, "unchanged": unchanged, "of": n, "view": ensure_view(ctx), "error": error}
+    return written, None
 
 
-def ensure_view(ctx: JobContext) -> int | None:
-    """The id of our Data Manager tab, created when the project has none (an admin's edits to it are kept)."""
+def ensure_view(ctx: JobContext, data: dict[str, Any]) -> int | None:
+    """The id of the project's Data Manager tab titled `data["title"]`, created from `data` when the project has
+    none (an admin's edits to it are kept)."""
     try:
         for view in ctx.ls.views(ctx.project):
-            if (view.get("data") or {}).get("title") == VIEW_TITLE:
+            if (view.get("data") or {}).get("title") == data["title"]:
                 return int(view["id"])
-        return int(ctx.ls.save_view(ctx.project, view_data())["id"])
+        return int(ctx.ls.save_view(ctx.project, data)["id"])
     except LabelStudioError as exc:  # the order and the fields are live; the tab is a convenience
-        log.warning("project %s: could not create the %r Data Manager tab: %s", ctx.project, VIEW_TITLE, exc)
+        log.warning("project %s: could not create the %r Data Manager tab: %s", ctx.project, data["title"], exc)
         return None

@@ -7,27 +7,15 @@ from redis import Redis
 from core.store import ProjectStore
 
 
-def review_record() -> dict:
-    items = [{"task": 11, "rank": 1, "given": "ok", "predicted": "scratch", "confidence": 0.97,
-              "given_probability": 0.02, "quality": 0.02, "issue_score": 0.98, "flagged": True},
-             {"task": 12, "rank": 2, "given": "dent", "predicted": "stain", "confidence": 0.8,
-              "given_probability": 0.1, "quality": 0.1, "issue_score": 0.9, "flagged": True},
-             {"task": 13, "rank": 3, "given": "ok", "predicted": "ok", "confidence": 0.9,
-              "given_probability": 0.9, "quality": 0.9, "issue_score": 0.1, "flagged": False}]
-    return {"version": "v3", "created_at": 1.7e9, "kind": "image_classification", "model": "logistic",
-            "labeled": 3, "reviewed": 3, "flagged": 2, "folds": 2, "method": "confident learning",
-            "multilabel": False, "not_reviewed": [], "skipped": 0, "items": items}
-
-
-def test_review_route_lists_flagged_tasks_and_needs_the_secret(client, auth, redis_url):
+def test_review_route_lists_flagged_tasks_and_needs_the_secret(client, auth, redis_url, review_record):
     assert client.get("/admin/projects/4/review").status_code == 401
     empty = client.get("/admin/projects/4/review", headers=auth).json()
     assert empty["review"] is None and "after each retrain" in empty["reason"]
-    ProjectStore(Redis.from_url(redis_url), 4).set_review(review_record())
+    ProjectStore(Redis.from_url(redis_url), 4).set_review(review_record)
     got = client.get("/admin/projects/4/review", headers=auth).json()
     assert got["review"]["flagged"] == 2 and "items" not in got["review"] and got["total"] == 2
     assert [i["task"] for i in got["items"]] == [11, 12]
-    assert got["items"][0] == review_record()["items"][0]
+    assert got["items"][0] == review_record["items"][0]
     every = client.get("/admin/projects/4/review?all_tasks=true&limit=2", headers=auth).json()
     assert [i["task"] for i in every["items"]] == [11, 12] and every["total"] == 3
     assert client.get("/admin/projects/4/review?limit=0", headers=auth).status_code == 422
