@@ -365,6 +365,9 @@ def status_cmd(project: Project, as_json: AsJson = False, url: ServiceUrl = None
                       f"--project {project}`)" + (f"; last review job {last.get('status')}"
                                                  + (f": {last['error']}" if last.get("error") else "")
                                                  if last else ""), highlight=False, markup=False)
+    confident = st.get("confident")
+    if confident:
+        console.print(_confident_line(confident), highlight=False, markup=False)
     stopping = st.get("stopping")
     if stopping:
         if stopping.get("fired"):
@@ -380,6 +383,19 @@ def status_cmd(project: Project, as_json: AsJson = False, url: ServiceUrl = None
     for record in st.get("audit") or []:
         console.print(f"changed {_when(record.get('at'))}: {record.get('action')} by {record.get('actor')} "
                       f"{json.dumps(record.get('detail'), default=str)[:200]}", highlight=False, markup=False)
+
+
+def _confident_line(c: dict[str, Any]) -> str:
+    """`lsal status`'s line on confident pre-labels (confident_view)."""
+    head = f"confident pre-labels (target precision {c['target']} at {c['level']:.0%} confidence, model {c['version']}): "
+    if c.get("threshold") is None:
+        return head + f"no threshold set: {c.get('reason')}"
+    line = (head + f"threshold {c['threshold']:.4f}; held-out precision {c['precision']:.3f} ({c['above']} of "
+            f"{c['held_out']} held-out labels above it), at least {c['lower_bound']:.3f}")
+    if c.get("pool") is not None:
+        line += (f"; {c['pool_above']} of {c['pool']} unlabeled tasks ({c['pool_share']:.1%}) above it: "
+                 f"{c['labels_saved']} labels saved")
+    return line
 
 
 def reconcile_cmd(project: Annotated[int | None, typer.Option("--project", "-p", min=1,

@@ -209,6 +209,22 @@ def review_view(store: ProjectStore, limit: int = 50, everything: bool = False) 
             "items": shown[:limit], "total": len(shown)}
 
 
+def confident_view(version: dict[str, Any] | None, published: dict[str, Any] | None) -> dict[str, Any] | None:
+    """What `lsal status` says of confident pre-labels: the serving version's threshold with its held-out
+    precision and bound (or why none is set), and the live order's share above it (the labels it saves)."""
+    rule = (version or {}).get("confident")
+    if not rule:
+        return None
+    out = {"version": (version or {}).get("version"),
+           **{k: rule.get(k) for k in ("target", "level", "threshold", "precision", "lower_bound", "held_out",
+                                       "above", "needed", "labels_needed", "reason")}}
+    live = (published or {}).get("confident")
+    if live and (published or {}).get("version") == out["version"]:
+        out.update(pool=live["pool"], pool_above=live["pool_above"], pool_share=live["pool_share"],
+                   labels_saved=live["pool_above"])
+    return out
+
+
 def _job_view(job: Job) -> dict[str, Any]:
     meta = {k: v for k, v in (job.meta or {}).items() if k in ("phase", "epoch", "loss", "kind", "reason",
                                                                 "updated_at", "epochs")}
@@ -271,6 +287,7 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings | None, 
         "stopping": info.get("stopping"),
         "task_fields": info.get("task_fields"),
         "review": _review_summary(store.review(), info.get("last_review")),
+        "confident": confident_view(store.version(store.current_version() or ""), published),
         "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
         "audit": store.audit_log(10),
         "now": time.time(),

@@ -46,6 +46,14 @@ class ProjectSettings(BaseModel):
                           "(`lsal review`); it changes no annotation. Costs review_folds fits of the model")
     review_folds: int = Field(5, ge=2, le=20, description="k of the review's stratified k-fold (fewer when a class "
                                                           "has fewer labeled items)")
+    confident_target: float | None = Field(
+        None, ge=0.5, lt=1.0, description="single-label classification: the precision a confident pre-label must "
+                                          "have (e.g. 0.99). Each retrain calibrates the model on its held-out labels "
+                                          "and sets the confidence threshold that meets it at confident_level; tasks "
+                                          "above it get pre-annotations marked confident and go to the end of the "
+                                          "order. None: off")
+    confident_level: float = Field(0.95, ge=0.5, le=0.999, description="confidence of the lower bound on the "
+                                                                        "held-out precision of confident pre-labels")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for training splits and the strategy's random choices")
     label_threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a label is ticked in pre-annotations "
                                                                "(and counted in metrics) at this probability")

@@ -17,6 +17,7 @@ import numpy as np
 
 from core.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
 from core.stopping import evaluate
+from plugins.confident import ConfidentRule
 from worker.context import JobContext
 from worker.locking import LockLostError
 from worker.score import Scored
@@ -33,19 +34,42 @@ def priority_scores(ranks: np.ndarray) -> np.ndarray:
     return np.asarray(ranks, dtype=np.float64) / n
 
 
-def build_predictions(scored: Scored, model_version: str, scores: np.ndarray) -> tuple[list[dict], dict]:
-    """(Label Studio predictions, {task: what humans and stream mode need}) for a scored pool."""
+def served_ranks(ranks: np.ndarray, confident: np.ndarray) -> np.ndarray:
+    """The ranks the order serves: confident tasks after all others, each group in the strategy's order."""
+    order = np.lexsort((np.asarray(ranks), np.asarray(confident, dtype=bool)))
+    served = np.empty(len(order), dtype=np.int64)
+    served[order] = np.arange(len(order))
+    return served
+
+
+def confident_of(ctx: JobContext, scored: Scored) -> tuple[ConfidentRule | None, np.ndarray]:
+    """The serving version's confident pre-label rule (None: none set) and which scored tasks it marks."""
+    none = np.zeros(len(scored.task_ids), dtype=bool)
+    record = (ctx.store.version(scored.version) or {}).get("confident")
+    if not scored.kind.confident_labels or not record or record.get("threshold") is None:
+        return None, none
+    rule = ConfidentRule.from_dict(record)
+    return rule, rule.confident(np.asarray(scored.outputs, dtype=np.float64))
+
+
+def build_predictions(scored: Scored, model_version: str, ranks: np.ndarray,
+                      confident: np.ndarray | None = None,
+                      rule: ConfidentRule | None = None) -> tuple[list[dict], dict]:
+    """(Label Studio predictions, {task: what humans and stream mode need}) for a scored pool served in the
+    order `ranks`; tasks `confident` get their pre-annotation marked as a confident pre-label of `rule`."""
     ranking = scored.ranking
-    ranks = ranking.ranks
     values = ranking.scores
+    scores = priority_scores(ranks)
     n = len(scored.task_ids)
+    sure = np.zeros(n, dtype=bool) if confident is None else np.asarray(confident, dtype=bool)
     predictions, table = [], {}
     for i, task in enumerate(scored.task_ids):
         seen = scored.summary(i)
         result = scored.kind.regions(scored.outputs[i], scored.threshold)
         if result:
             text = reason(int(ranks[i]) + 1, n, ranking.strategy, seen["label"], seen["confidence"],
-                          scored.kind.uncertainty_name, seen["uncertainty"], scored.version)
+                          scored.kind.uncertainty_name, seen["uncertainty"], scored.version,
+                          rule if sure[i] else None)
             result[0]["meta"] = {"text": [text]}
         prediction: dict[str, Any] = {"task": int(task), "result": result, "score": float(scores[i]),
                                       "model_version": model_version}
@@ -54,8 +78,19 @@ def build_predictions(scored: Scored, model_version: str, scores: np.ndarray) ->
         predictions.append(prediction)
         table[int(task)] = {"rank": int(ranks[i]), "score": float(scores[i]), "label": seen["label"],
                             "confidence": seen["confidence"], "entropy": seen["uncertainty"],
-                            "value": None if values is None else float(values[i])}
+                            "value": None if values is None else float(values[i]), "confident": bool(sure[i])}
     return predictions, table
+
+
+def confident_summary(rule: ConfidentRule | None, confident: np.ndarray) -> dict[str, Any] | None:
+    """What a publication says about its confident pre-labels: the rule and the pool share above it."""
+    if rule is None:
+        return None
+    above = int(np.count_nonzero(confident))
+    return {"threshold": rule.threshold, "target": rule.target, "level": rule.level, "precision": rule.precision,
+            "lower_bound": rule.lower_bound, "held_out": rule.held_out, "held_out_above": rule.above,
+            "pool": int(len(confident)), "pool_above": above,
+            "pool_share": above / len(confident) if len(confident) else 0.0}
 
 
 def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
@@ -68,7 +103,9 @@ def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
     ctx.check_lock()
     number = store.next_publication()
     model_version = f"{VERSION_PREFIX}{scored.version}-{scored.ranking.strategy}-p{number}"
-    predictions, table = build_predictions(scored, model_version, priority_scores(scored.ranking.ranks))
+    rule, confident = confident_of(ctx, scored)
+    predictions, table = build_predictions(scored, model_version, served_ranks(scored.ranking.ranks, confident),
+                                           confident, rule)
     with ctx.phase("publish"):
         try:
             ctx.ls.import_predictions(ctx.project, predictions)
@@ -81,12 +118,13 @@ def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
     record = {"model_version": model_version, "version": scored.version, "publication": number,
               "strategy": scored.strategy.config(), "tasks": len(table), "top": order[:10],
               "published_at": time.time(), "info": _jsonable(scored.ranking.info),
-              "max_uncertainty": float(np.max(scored.uncertainty())) if len(table) else None}
+              "max_uncertainty": float(np.max(scored.uncertainty())) if len(table) else None,
+              "confident": confident_summary(rule, confident)}
     store.set_published(record, table)
     if settings.task_fields:  # after the switch: the order is live whether or not this step completes
         with ctx.phase("task_fields"):
             record["task_fields"] = write_task_fields(ctx, table, scored.ranking.strategy, scored.version,
-                                                      scored.kind.uncertainty_name)
+                                                      scored.kind.uncertainty_name, rule)
         store.set_info(task_fields={"model_version": model_version, **record["task_fields"]})
     evaluate(store, settings.stopping, after=f"publication {model_version}")
     with ctx.phase("prune"):

@@ -15,36 +15,48 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from core.ls_client import LabelStudioError
+from plugins.confident import ConfidentRule
 from worker.context import JobContext
 
 log = logging.getLogger("lsal.worker")
 VIEW_TITLE = "lsal priority"
+CONFIDENT_VIEW_TITLE = "lsal confident"
 WRITERS = 4  # task updates in flight at once
 CHECK_EVERY = 100  # task updates between two checks of the job's lock
 # Data Manager columns our tab hides, so that the image and our columns come first (an admin can show them)
 HIDDEN = ("inner_id", "completed_at", "cancelled_annotations", "total_predictions", "annotators",
           "annotations_results", "annotations_ids", "predictions_results", "file_upload", "storage_filename",
           "created_at", "updated_at", "updated_by", "avg_lead_time", "draft_exists")
-NUMBERS = ("lsal_rank", "lsal_uncertainty", "lsal_confidence")
+NUMBERS = ("lsal_rank", "lsal_uncertainty", "lsal_confidence", "lsal_confident")
 FIELDS = ("lsal_rank", "lsal_uncertainty", "lsal_confidence", "lsal_prediction", "lsal_strategy", "lsal_model",
-          "lsal_reason")
+          "lsal_confident", "lsal_reason")
 
 
 def reason(rank: int, n: int, strategy: str, label: str, confidence: float, uncertainty_name: str,
-           uncertainty: float, version: str) -> str:
-    """One line a person reads: the task's rank, who ranked it, what the model predicts and how sure it is."""
+           uncertainty: float, version: str, confident: ConfidentRule | None = None) -> str:
+    """One line a person reads: the task's rank, who ranked it, what the model predicts and how sure it is;
+    with `confident`, that the pre-label is a confident one and what its precision is."""
+    if confident is not None and confident.threshold is not None:
+        return (f"lsal: confident pre-label {label} (model {version}): accept it unless it is wrong. Calibrated "
+                f"confidence at or above {confident.threshold:.4f}, where held-out precision is "
+                f"{confident.precision:.3f} ({confident.correct}/{confident.above}; at least "
+                f"{confident.lower_bound:.3f} at {confident.level:.0%} confidence); rank {rank} of {n}, after "
+                f"every task the model is unsure of")
     return (f"lsal: rank {rank} of {n} by {strategy} (model {version}); predicted {label}, confidence "
             f"{confidence:.3f}, {uncertainty_name} {uncertainty:.3f}")
 
 
-def fields_of(row: dict[str, Any], n: int, strategy: str, version: str, uncertainty_name: str) -> dict[str, Any]:
-    """The `lsal_*` fields of one published task (`row`: its entry in the published table)."""
+def fields_of(row: dict[str, Any], n: int, strategy: str, version: str, uncertainty_name: str,
+              confident: ConfidentRule | None = None) -> dict[str, Any]:
+    """The `lsal_*` fields of one published task (`row`: its entry in the published table; `confident`: the
+    rule that marks it a confident pre-label, when it does)."""
     label = str(row["label"])
+    sure = confident if row.get("confident") else None
     return {"lsal_rank": row["rank"] + 1, "lsal_uncertainty": round(row["entropy"], 4),
             "lsal_confidence": round(row["confidence"], 4), "lsal_prediction": label, "lsal_strategy": strategy,
-            "lsal_model": version,
+            "lsal_model": version, "lsal_confident": int(sure is not None),
             "lsal_reason": reason(row["rank"] + 1, n, strategy, label, row["confidence"], uncertainty_name,
-                                  row["entropy"], version)}
+                                  row["entropy"], version, sure)}
 
 
 def merged(data: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
@@ -62,8 +74,19 @@ def view_data() -> dict[str, Any]:
             "hiddenColumns": {"explore": [f"tasks:{c}" for c in HIDDEN], "labeling": []}}
 
 
+def confident_view_data() -> dict[str, Any]:
+    """The Data Manager tab of the unlabeled tasks with a confident pre-label (select them all, then Label
+    Studio's action "Create Annotations From Predictions" accepts them)."""
+    return {"title": CONFIDENT_VIEW_TITLE, "type": "list", "ordering": ["-tasks:data.lsal_confidence"],
+            "filters": {"conjunction": "and", "items": [
+                {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
+                {"filter": "filter:tasks:data.lsal_confident", "operator": "equal", "type": "Number", "value": 1}]},
+            "columnsDisplayType": {f"tasks:data.{f}": "Number" for f in NUMBERS},
+            "hiddenColumns": {"explore": [f"tasks:{c}" for c in HIDDEN], "labeling": []}}
+
+
 def write_task_fields(ctx: JobContext, table: dict[int, dict[str, Any]], strategy: str, version: str,
-                      uncertainty_name: str) -> dict[str, Any]:
+                      uncertainty_name: str, confident: ConfidentRule | None = None) -> dict[str, Any]:
     """Write the `lsal_*` fields of every task in `table` into Label Studio and keep our Data Manager tab;
     what was written, and the error that stopped it if one did (the order is live either way). Stops
     (LockLostError) when the job lost its lock: a newer publication writes its own fields."""
@@ -74,14 +97,17 @@ def write_task_fields(ctx: JobContext, table: dict[int, dict[str, Any]], strateg
         task_id = int(task["id"])
         if task_id not in table or not isinstance(task.get("data"), dict):
             continue
-        new = merged(task["data"], fields_of(table[task_id], n, strategy, version, uncertainty_name))
+        new = merged(task["data"], fields_of(table[task_id], n, strategy, version, uncertainty_name, confident))
         if new == task["data"]:
             unchanged += 1
         else:
             changes.append((task_id, new))
     written, error = write_task_data(ctx, changes, "task fields")
-    return {"written": written, "unchanged": unchanged, "of": n, "view": ensure_view(ctx, view_data()),
-            "error": error}
+    out = {"written": written, "unchanged": unchanged, "of": n, "view": ensure_view(ctx, view_data()),
+           "error": error}
+    if confident is not None:
+        out["confident_view"] = ensure_view(ctx, confident_view_data())
+    return out
 
 
 def write_task_data(ctx: JobContext, changes: list[tuple[int, dict[str, Any]]], what: str) -> tuple[int, str | None]:

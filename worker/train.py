@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -15,6 +15,7 @@ from core.curves import learning_curve_png
 from core.model_cache import artifact_path, project_dir
 from core.project_settings import ProjectSettings
 from core.store import version_number
+from plugins.confident import confident_rule, items_needed
 from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.kinds import TaskKind
 from plugins.models import build_model
@@ -46,22 +47,55 @@ def with_synthetic(settings: ProjectSettings, kind: TaskKind, x: np.ndarray, y: 
 
 def fit_and_measure(model: ModelPlugin, kind: TaskKind, settings: ProjectSettings, x: np.ndarray, y: np.ndarray,
                     train_idx: np.ndarray, held_idx: np.ndarray, on_stage: Callable[[str], None] | None = None,
-                    progress: Progress | None = None) -> tuple[dict[str, Any], list[int]]:
+                    progress: Progress | None = None) -> Fitted:
     """Fit on the training side (plus synthetic items), measure on the real held-out items, then fit on every
-    real item (plus synthetic ones); (metrics, synthetic items per augment rule of the final fit)."""
+    real item (plus synthetic ones)."""
     stage = on_stage or (lambda name: None)
     metrics: dict[str, Any] = {}
+    held_outputs = None
     if len(held_idx):  # measured on real held-out items only: synthetic ones join the training side
         stage("train_holdout")
         x_fit, y_fit, _ = with_synthetic(settings, kind, x[train_idx], y[train_idx], salt=1)
         model.fit(x_fit, y_fit, progress=progress)
-        metrics = {**kind.metrics(y[held_idx], model.predict_proba(x[held_idx]), settings.label_threshold),
+        held_outputs = model.predict_proba(x[held_idx])
+        metrics = {**kind.metrics(y[held_idx], held_outputs, settings.label_threshold),
                    "holdout_size": int(len(held_idx))}
     stage("train_all")
     x_all, y_all, synthetic = with_synthetic(settings, kind, x, y, salt=2)
     fit_metrics = model.fit(x_all, y_all, progress=progress) or {}
     metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
-    return metrics, synthetic
+    return Fitted(metrics, synthetic, held_outputs)
+
+
+class Fitted(NamedTuple):
+    """What a fit reports: held-out metrics (and the fit's own), synthetic items per augment rule of the final
+    fit, and the held-out model's outputs on the held-out items (None without a held-out part)."""
+
+    metrics: dict[str, Any]
+    synthetic: list[int]
+    held_outputs: Any
+
+
+def confident_block(settings: ProjectSettings, kind: TaskKind, held_outputs: Any,
+                    y_held: np.ndarray) -> dict[str, Any] | None:
+    """The version's confident pre-label rule (plugins.confident) as the version record keeps it; None when
+    the project has no confident_target."""
+    if settings.confident_target is None:
+        return None
+    target, level = settings.confident_target, settings.confident_level
+    if not kind.confident_labels:
+        return {"target": target, "level": level, "threshold": None,
+                "reason": f"confident pre-labels cover single-label classification, not {kind.title}"}
+    needed = items_needed(target, level)
+    if held_outputs is None or len(y_held) == 0:
+        return {"target": target, "level": level, "threshold": None, "needed": needed, "held_out": 0,
+                "reason": "this version has no held-out labels (holdout_fraction is 0)"}
+    rule = confident_rule(np.asarray(held_outputs), y_held, target, level).as_dict()
+    if rule["threshold"] is None and settings.holdout_fraction > 0:
+        rule["labels_needed"] = int(np.ceil(needed / settings.holdout_fraction))
+        rule["reason"] += (f"; at holdout_fraction {settings.holdout_fraction} that takes at least "
+                           f"{rule['labels_needed']} labels")
+    return rule
 
 
 def train_version(ctx: JobContext) -> dict[str, Any]:
@@ -93,8 +127,10 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         ctx.progress(**{("step" if k == "phase" else k): v for k, v in values.items()})
 
     with ctx.phase("train"):
-        metrics, synthetic = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx,
-                                             on_stage=lambda name: ctx.progress(phase=name), progress=on_progress)
+        fitted = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx,
+                                 on_stage=lambda name: ctx.progress(phase=name), progress=on_progress)
+    metrics, synthetic = fitted.metrics, fitted.synthetic
+    confident = confident_block(settings, kind, fitted.held_outputs, y[held_idx])
     store = ctx.store
     folder = project_dir(ctx.settings.model_dir, ctx.project)
     newest_on_disk = max((number for p in folder.glob("v*.pt") if (number := version_number(p.stem)) is not None),
@@ -116,7 +152,8 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
               "labeled": len(ids), "class_counts": counts, "skipped": len(skipped) + len(sets.skipped),
               "model": settings.model.name, "kind": kind.name, "primary_metric": kind.primary_metric,
               "warm_start": warm_from, "augmentation": augmentation, **kind.answers_report(answers),
-              "max_annotation_id": max(sets.annotation_ids, default=0), "timings": dict(ctx.timings)}
+              "max_annotation_id": max(sets.annotation_ids, default=0), "timings": dict(ctx.timings),
+              "confident": confident}
     ctx.check_lock()
     store.add_version(record)
     with ctx.phase("curve"):  # the project's learning curve beside its artifacts

@@ -88,6 +88,7 @@ class TaskKind(ABC):
     uncertainty_name: ClassVar[str] = "entropy"  # what `uncertainty` measures, in the words a person reads
     shardable: ClassVar[bool] = True  # a large rescore may be split into shard jobs (array outputs)
     default_strategy: ClassVar[str] = "badge"  # a new project's strategy when the defaults' has no form here
+    confident_labels: ClassVar[bool] = False  # one class per task: confident pre-labels (plugins.confident) apply
     default_image_size: ClassVar[int | None] = None  # a new project's image size when the defaults' model does not fit
 
     from_name: str  # the control's name

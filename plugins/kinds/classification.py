@@ -53,6 +53,7 @@ class ImageClassification(ClassificationKind):
     """One choice per image: softmax outputs, entropy as uncertainty, accuracy and macro-F1 held out."""
 
     title = "image classification"
+    confident_labels = True
     needs = 'an <Image value="$field"> with a single-choice <Choices toName=...> (at least 2 choices)'
 
     @classmethod

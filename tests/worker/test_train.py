@@ -44,7 +44,7 @@ def _run(settings: ProjectSettings):
     train_idx, held_idx = holdout_split(kind.strata(y), 0.25, seed=0)
     model = RecordingModel(2, committee=1)
     stages: list[str] = []
-    metrics, synthetic = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx, on_stage=stages.append)
+    metrics, synthetic, _ = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx, on_stage=stages.append)
     return model, x, y, train_idx, held_idx, metrics, synthetic, stages
 
 

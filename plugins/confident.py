@@ -1,0 +1,165 @@
+"""Confident pre-labels: the confidence above which a model's label is right often enough to skip a human.
+
+On held-out labeled items (the model never trained on them) the probabilities are first calibrated by
+temperature scaling, fitted by scikit-learn (`CalibratedClassifierCV(method="temperature")` over the frozen
+probabilities). Then a threshold is chosen so that the precision of the items at or above it meets the
+target with a stated confidence: every candidate threshold's precision gets an exact (Clopper-Pearson) lower
+bound, and candidates are tested in a fixed sequence from the strictest down, stopping at the first that
+fails (fixed-sequence testing, as in Learn-then-Test, Angelopoulos et al. 2021), so testing many thresholds
+does not spend the error level. The sequence starts at the strictest threshold with enough items to meet the
+target at all: with no error among n items the bound is (1 - level) ** (1 / n), so a target needs
+`items_needed(target, level)` held-out items above the threshold; fewer, and no threshold is set.
+
+Pure: no I/O of the service.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+DEFAULT_LEVEL = 0.95
+_EPS = 1e-12  # what scikit-learn adds to probabilities before taking their log
+
+
+@dataclass(frozen=True)
+class ConfidentRule:
+    """What a version's held-out data supports: `threshold` None when no threshold could be set (`reason`)."""
+
+    target: float  # the precision asked for
+    level: float  # the confidence of the lower bound
+    inverse_temperature: float  # calibrated p = softmax(beta * log p)
+    held_out: int  # held-out items it was measured on
+    needed: int  # held-out items above a threshold that the target needs at the least
+    threshold: float | None = None  # calibrated confidence at or above which a label is confident
+    above: int = 0  # held-out items at or above the threshold
+    correct: int = 0  # ... of them labeled right by the model
+    lower_bound: float | None = None  # the precision's lower bound at `level`
+    reason: str | None = None  # why no threshold was set
+
+    @property
+    def precision(self) -> float | None:
+        """Measured held-out precision at the threshold."""
+        return self.correct / self.above if self.above else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form, with the measured precision."""
+        return {**asdict(self), "precision": self.precision}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ConfidentRule:
+        """The rule `as_dict` wrote."""
+        return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+
+    def confident(self, probs: np.ndarray) -> np.ndarray:
+        """(N,) bool: which rows of model probabilities are confident under this rule."""
+        if self.threshold is None:
+            return np.zeros(len(probs), dtype=bool)
+        return calibrated(probs, self.inverse_temperature).max(axis=1) >= self.threshold
+
+
+def lower_bound(correct: int, n: int, level: float = DEFAULT_LEVEL) -> float:
+    """Exact one-sided Clopper-Pearson lower bound of a proportion `correct`/`n` at confidence `level`."""
+    from scipy.stats import beta
+
+    if n <= 0:
+        return 0.0
+    if correct <= 0:
+        return 0.0
+    return float(beta.ppf(1.0 - level, correct, n - correct + 1))
+
+
+def items_needed(target: float, level: float = DEFAULT_LEVEL) -> int:
+    """Fewest items, all right, whose precision's lower bound at `level` reaches `target`."""
+    return int(math.ceil(math.log(1.0 - level) / math.log(target) - 1e-9))
+
+
+def fit_inverse_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """scikit-learn's temperature scaling of probabilities `probs` (N, C) to true classes `y`: its beta."""
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    probs = np.asarray(probs, dtype=np.float64)
+    calibration = CalibratedClassifierCV(FrozenEstimator(_Probabilities(probs.shape[1])), method="temperature")
+    calibration.fit(probs, np.asarray(y, dtype=np.int64))
+    return float(calibration.calibrated_classifiers_[0].calibrators[0].beta_)
+
+
+def calibrated(probs: np.ndarray, inverse_temperature: float) -> np.ndarray:
+    """softmax(beta * log p): probabilities under a fitted temperature (beta = 1 leaves them as they are)."""
+    logits = inverse_temperature * np.log(np.asarray(probs, dtype=np.float64) + _EPS)
+    logits -= logits.max(axis=1, keepdims=True)
+    e = np.exp(logits)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float,
+                     level: float = DEFAULT_LEVEL) -> tuple[float | None, int, int, float | None]:
+    """(threshold, items above, right ones above, lower bound) of the loosest threshold that the fixed
+    sequence accepts; threshold None when even the first candidate fails or too few items exist."""
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
+    order = np.argsort(-confidence, kind="stable")
+    conf, right = confidence[order], np.cumsum(correct[order])
+    needed = items_needed(target, level)
+    best: tuple[float | None, int, int, float | None] = (None, 0, 0, None)
+    # candidates: each distinct confidence, taking every item at or above it, from the strictest down
+    ends = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True]) + 1
+    for n in ends[ends >= needed]:
+        k = int(right[n - 1])
+        bound = lower_bound(k, int(n), level)
+        if bound < target:
+            break  # fixed-sequence testing: the first failure ends the sequence
+        best = (float(conf[n - 1]), int(n), k, bound)
+    return best
+
+
+def confident_rule(probs: np.ndarray, y: np.ndarray, target: float, level: float = DEFAULT_LEVEL) -> ConfidentRule:
+    """Calibrate on held-out `probs` (N, C) with true classes `y`, then choose the threshold for `target`."""
+    probs = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(y, dtype=np.int64)
+    needed = items_needed(target, level)
+    held = len(y)
+    if held < needed:
+        return ConfidentRule(target, level, 1.0, held, needed,
+                             reason=f"precision {target} at {level:.0%} confidence needs at least {needed} held-out "
+                                    f"labels above the threshold; this version has {held} held-out labels in all")
+    beta = fit_inverse_temperature(probs, y) if len(np.unique(y)) >= 2 else 1.0
+    p = calibrated(probs, beta)
+    threshold, above, correct, bound = choose_threshold(p.max(axis=1), p.argmax(axis=1) == y, target, level)
+    if threshold is None:
+        return ConfidentRule(target, level, beta, held, needed,
+                             reason=f"no confidence threshold reaches precision {target} at {level:.0%} confidence "
+                                    f"on the {held} held-out labels: at least {needed} of them, all labeled right, "
+                                    "must lie above it")
+    return ConfidentRule(target, level, beta, held, needed, threshold, above, correct, bound)
+
+
+class _Probabilities:
+    """A fitted scikit-learn classifier whose probabilities are its input rows (for calibrating them)."""
+
+    _estimator_type = "classifier"
+
+    def __init__(self, n_classes: int) -> None:
+        self.classes_ = np.arange(n_classes)
+
+    def fit(self, x: np.ndarray, y: np.ndarray) -> _Probabilities:
+        return self
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(x).argmax(axis=1)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"n_classes": len(self.classes_)}
+
+    def __sklearn_tags__(self) -> Any:
+        from sklearn.utils import ClassifierTags, Tags, TargetTags
+
+        return Tags(estimator_type="classifier", target_tags=TargetTags(required=True),
+                    classifier_tags=ClassifierTags())
