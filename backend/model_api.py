@@ -18,11 +18,13 @@ from redis import Redis
 from core.admin import retrain_due
 from core.config import Settings
 from core.label_config import UnsupportedConfigError, kind_of
+from core.labeled_set import auto_label
 from core.ls_client import ANNOTATION_ACTIONS
 from backend.metrics import Metrics
 from backend.predictor import UNTRAINED, Predictor
 from core.queueing import Enqueued, enqueue
 from core.store import ProjectStore
+from plugins.kinds import TaskKind
 
 
 @dataclass
@@ -83,6 +85,9 @@ class ActiveLearningModel(LabelStudioModel):
 
     def fit(self, event: str, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
         s, settings = self.store, self.services.settings
+        if event in ANNOTATION_ACTIONS and auto_label(data.get("annotation") or {}, self._kind()):
+            s.record_event(event, 1, changes=False)  # our own confident pre-label, saved by the worker
+            return {"status": "ignored", "action": event, "reason": "a confident pre-label saved by lsal"}
         if event in ANNOTATION_ACTIONS:
             deleted = data.get("annotations") if isinstance(data.get("annotations"), list) else []
             count = len(deleted) or 1 if event == "ANNOTATIONS_DELETED" else 1
@@ -108,6 +113,14 @@ class ActiveLearningModel(LabelStudioModel):
             return {"status": "recorded"}
         s.record_event(event, 1, changes=False)
         return {"status": "ignored", "action": event}
+
+    def _kind(self) -> TaskKind | None:
+        """The project's task kind from the label config Label Studio sent, None when it sent none or no kind
+        serves it."""
+        try:
+            return kind_of(self.label_config) if self.label_config else None
+        except UnsupportedConfigError:
+            return None
 
     def _queued(self, kind: str, reason: str, *args: Any, coalesce: bool = True, **extra: Any) -> dict[str, Any]:
         settings = self.services.settings

@@ -255,8 +255,12 @@ def _print_versions(project: int, records: list[dict[str, Any]], current: str | 
         table.add_row(r["version"], _when(r.get("created_at")), str(r.get("labeled")),
                       "?" if view["n"] is None else str(view["n"]), _holdout_cell(view, m),
                       _num(m.get("holdout_macro_f1")) if view["shown"] else "-",
-                      "*" if r["version"] == current else "")
+                      "*" if r["version"] == current else "" if r.get("promoted", True) else "held back")
     console.print(table)
+    for r in records:  # the gate's verdicts on versions it held back: why, with both figures
+        if r.get("promoted") is False:
+            console.print(f"{r['version']} {(r.get('promotion') or {}).get('reason')}; `lsal rollback --project "
+                          f"{project} {r['version']}` serves it anyway", highlight=False, markup=False)
 
 
 def _holdout_cell(view: dict[str, Any], metrics: dict[str, Any]) -> str:
@@ -395,6 +399,10 @@ def _confident_line(c: dict[str, Any]) -> str:
     if c.get("pool") is not None:
         line += (f"; {c['pool_above']} of {c['pool']} unlabeled tasks ({c['pool_share']:.1%}) above it: "
                  f"{c['labels_saved']} labels saved")
+    exported = c.get("exported")
+    if exported:
+        line += (f"; {exported['saved']} of {exported['of']} saved as labels without a human (confident_export)"
+                 + (f", stopped by: {exported['error']}" if exported.get("error") else ""))
     return line
 
 

@@ -209,9 +209,11 @@ def review_view(store: ProjectStore, limit: int = 50, everything: bool = False) 
             "items": shown[:limit], "total": len(shown)}
 
 
-def confident_view(version: dict[str, Any] | None, published: dict[str, Any] | None) -> dict[str, Any] | None:
+def confident_view(version: dict[str, Any] | None, published: dict[str, Any] | None,
+                   exported: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """What `lsal status` says of confident pre-labels: the serving version's threshold with its held-out
-    precision and bound (or why none is set), and the live order's share above it (the labels it saves)."""
+    precision and bound (or why none is set), the live order's share above it (the labels it saves), and what
+    the live publication saved as annotations (`exported`, with confident_export on)."""
     rule = (version or {}).get("confident")
     if not rule:
         return None
@@ -222,6 +224,8 @@ def confident_view(version: dict[str, Any] | None, published: dict[str, Any] | N
     if live and (published or {}).get("version") == out["version"]:
         out.update(pool=live["pool"], pool_above=live["pool_above"], pool_share=live["pool_share"],
                    labels_saved=live["pool_above"])
+        if exported and exported.get("model_version") == published.get("model_version"):
+            out["exported"] = {k: exported.get(k) for k in ("saved", "of", "error")}
     return out
 
 
@@ -272,7 +276,7 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings | None, 
         "current_version": store.current_version(),
         "versions": [{**{k: v.get(k) for k in ("version", "created_at", "labeled", "metrics", "model",
                                                  "class_counts", "warm_start", "kind", "primary_metric",
-                                                 "augmentation")},
+                                                 "augmentation", "promoted", "promotion")},
                       "holdout": holdout_view(v.get("metrics"))}
                      for v in versions],
         "published": published,
@@ -287,7 +291,7 @@ def status(redis: Redis, store: ProjectStore, defaults: ProjectSettings | None, 
         "stopping": info.get("stopping"),
         "task_fields": info.get("task_fields"),
         "review": _review_summary(store.review(), info.get("last_review")),
-        "confident": confident_view(store.version(store.current_version() or ""), published),
+        "confident": confident_view(store.version(store.current_version() or ""), published, info.get("exported")),
         "skipped": (info.get("skipped") or []) + (info.get("score_skipped") or []),
         "audit": store.audit_log(10),
         "now": time.time(),

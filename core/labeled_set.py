@@ -10,6 +10,30 @@ from core.image_fetch import Skipped
 from plugins.kinds import TaskKind, UnusableAnswer
 
 
+AUTO_KEY = "lsal_auto"  # the key our confident pre-labels saved as annotations carry in each result region
+
+
+def auto_result(result: list[dict[str, Any]], label: Any, version: str) -> list[dict[str, Any]]:
+    """`result` (a prediction's regions) marked as a confident pre-label of `version` saved without a human."""
+    mark = {"label": label, "version": version}
+    return [{**region, AUTO_KEY: mark} for region in result]
+
+
+def auto_label(annotation: dict[str, Any], kind: TaskKind | None = None) -> bool:
+    """Whether `annotation` is one of our saved confident pre-labels, unchanged: marked, and (with `kind`) still
+    giving the label we saved. A person who corrected it made it a human label."""
+    result = annotation.get("result") if isinstance(annotation, dict) else None
+    marks = [r.get(AUTO_KEY) for r in result or [] if isinstance(r, dict)]
+    if not marks or not all(isinstance(m, dict) for m in marks):
+        return False
+    if kind is None:
+        return True
+    try:
+        return kind.answer(result) == marks[0].get("label")
+    except UnusableAnswer:
+        return False
+
+
 @dataclass
 class TaskSets:
     """Task ids with their input values: labeled ones with their answer (the kind's training target),
@@ -19,6 +43,7 @@ class TaskSets:
     unlabeled: list[tuple[int, Any]] = field(default_factory=list)  # (task, input value)
     skipped: list[Skipped] = field(default_factory=list)
     annotation_ids: list[int] = field(default_factory=list)  # the annotations the labels come from
+    auto_labeled: list[int] = field(default_factory=list)  # tasks labeled by our confident pre-labels only
 
 
 def _final_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
@@ -48,6 +73,9 @@ def split_tasks(tasks: Iterable[dict[str, Any]], kind: TaskKind) -> TaskSets:
         annotation = _final_annotation(task)
         if annotation is None:
             sets.unlabeled.append((task_id, value))
+            continue
+        if auto_label(annotation, kind):  # never trained on, and done: no longer in the pool either
+            sets.auto_labeled.append(task_id)
             continue
         try:
             answer = kind.answer(annotation.get("result") or [])

@@ -169,6 +169,11 @@ class LabelStudioClient:
         hold every field the task had."""
         self.request("PATCH", f"/api/tasks/{task}/", f"update the data of task {task}", json={"data": data})
 
+    def create_annotation(self, task: int, result: list[dict[str, Any]]) -> dict[str, Any]:
+        """Save an annotation of `task` with `result` (POST /api/tasks/<id>/annotations/); the annotation."""
+        return self.request("POST", f"/api/tasks/{task}/annotations/", f"annotate task {task}",
+                            json={"result": result, "lead_time": 0, "ground_truth": False})
+
     def views(self, project: int) -> list[dict[str, Any]]:
         """The project's Data Manager tabs (views)."""
         body = self.request("GET", "/api/dm/views/", "list the Data Manager views", params={"project": project})

@@ -28,6 +28,13 @@ class ProjectSettings(BaseModel):
     channels: Literal[1, 3] = Field(3, description="1: grayscale, 3: RGB")
     holdout_fraction: float = Field(0.2, ge=0.0, lt=0.9,
                                     description="part of the labeled set held out to measure each version")
+    promotion_gate: bool = Field(
+        True, description="a new version serves only when it is not worse than the serving one beyond noise on the "
+                          "held-out items neither trained on (paired bootstrap); the first one when it beats the "
+                          "no-model baseline. The served model then trains on the training side only. False: every "
+                          "version serves, refit on all labels")
+    promotion_margin: float = Field(0.0, ge=0.0, le=1.0, description="promotion gate: a candidate is held back only "
+                                                                      "when worse by more than this beyond noise")
     stream: bool = Field(True, description="score newly imported tasks at once with the current model")
     stream_threshold: float | None = Field(
         None, ge=0.0, le=1e6, description="stream mode: tasks whose uncertainty is below this are held back "
@@ -54,6 +61,10 @@ class ProjectSettings(BaseModel):
                                           "order. None: off")
     confident_level: float = Field(0.95, ge=0.5, le=0.999, description="confidence of the lower bound on the "
                                                                         "held-out precision of confident pre-labels")
+    confident_export: bool = Field(
+        False, description="confident pre-labels become labels without a human: each publication saves them as "
+                          "annotations of their tasks (marked lsal_auto; Label Studio exports them as labels), which "
+                          "no model trains on. Off: they stay pre-annotations a person accepts in one click")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed for training splits and the strategy's random choices")
     label_threshold: float = Field(0.5, gt=0, lt=1, description="multi-label: a label is ticked in pre-annotations "
                                                                "(and counted in metrics) at this probability")

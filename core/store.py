@@ -101,6 +101,11 @@ class ProjectStore:
         """Record how many tasks had annotations when the newest version's training read them."""
         self.redis.set(self.key("trained_count"), int(labeled))
 
+    def add_trained_count(self, n: int) -> None:
+        """Count `n` tasks as annotated without a new label to train on (our saved confident pre-labels), so
+        that Label Studio's annotated-task counter does not make a retrain due for them."""
+        self.redis.incrby(self.key("trained_count"), int(n))
+
     def trained_count(self) -> int:
         """Tasks with annotations that the newest version was trained from (0 before the first)."""
         return int(self.redis.get(self.key("trained_count")) or 0)
@@ -126,13 +131,27 @@ class ProjectStore:
         """A new publication number (every rescore publishes under a fresh Label Studio model_version)."""
         return int(self.redis.incr(self.key("publication_seq")))
 
-    def add_version(self, record: dict[str, Any]) -> None:
-        """Record a trained version (name, path, metrics, ...) and make it the serving one."""
+    def add_version(self, record: dict[str, Any], serve: bool = True) -> None:
+        """Record a trained version (name, path, metrics, ...) and, with `serve`, make it the serving one."""
         pipe = self.redis.pipeline()
         pipe.hset(self.key("versions"), record["version"], json.dumps(record))
-        pipe.set(self.key("current"), record["version"])
+        if serve:
+            pipe.set(self.key("current"), record["version"])
         pipe.sadd(PROJECTS_KEY, self.project)
         pipe.execute()
+
+    def holdout_sides(self, fraction: float) -> dict[int, bool]:
+        """The stable held-out assignment {task: held out?} made for `fraction` (empty for another fraction)."""
+        raw = self.redis.get(self.key("holdout"))
+        data = json.loads(raw) if raw else {}
+        if not isinstance(data, dict) or data.get("fraction") != fraction:
+            return {}
+        return {int(t): bool(h) for t, h in (data.get("sides") or {}).items()}
+
+    def set_holdout_sides(self, fraction: float, sides: dict[int, bool]) -> None:
+        """Keep the held-out assignment made for `fraction`."""
+        self.redis.set(self.key("holdout"), json.dumps({"fraction": fraction,
+                                                        "sides": {str(t): int(h) for t, h in sides.items()}}))
 
     def versions(self) -> list[dict[str, Any]]:
         """Every recorded version, oldest first (records whose name is not v<number> are left out)."""

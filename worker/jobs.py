@@ -45,6 +45,10 @@ def retrain(project: int) -> dict[str, Any]:
                                             timeout=ctx.settings.job_timeout_s, reason=result["version"]).job_id
             if ctx.project_settings.review:
                 result["review_job"] = enqueue_review(ctx, result["version"])
+        elif result["status"] == "held_back":  # the serving version and its order stay; the labels still change
+            log.info("project %s: %s %s", ctx.project, result["version"], result["promotion"]["reason"])
+            if ctx.project_settings.review:
+                result["review_job"] = enqueue_review(ctx, result["version"])
         return result  # not trained (too few labels): the next retrain_every changes try again
 
     return run_job(project, "retrain", body)

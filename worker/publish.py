@@ -19,6 +19,7 @@ from core.ls_client import UNCERTAINTY_SAMPLING, LabelStudioError
 from core.stopping import evaluate
 from plugins.confident import ConfidentRule
 from worker.context import JobContext
+from worker.export import export_confident
 from worker.locking import LockLostError
 from worker.score import Scored
 from worker.task_fields import reason, write_task_fields
@@ -126,6 +127,10 @@ def publish(ctx: JobContext, scored: Scored) -> dict[str, Any]:
             record["task_fields"] = write_task_fields(ctx, table, scored.ranking.strategy, scored.version,
                                                       scored.kind.uncertainty_name, rule)
         store.set_info(task_fields={"model_version": model_version, **record["task_fields"]})
+    if settings.confident_export and rule is not None and confident.any():  # after the switch, as task fields
+        with ctx.phase("export_confident"):
+            record["exported"] = export_confident(ctx, scored, confident)
+        store.set_info(exported={"model_version": model_version, **record["exported"]})
     evaluate(store, settings.stopping, after=f"publication {model_version}")
     with ctx.phase("prune"):
         pruned = prune_versions(ctx, keep=settings.keep_versions)

@@ -17,23 +17,13 @@ from core.project_settings import ProjectSettings
 from core.store import version_number
 from plugins.confident import confident_rule, items_needed
 from plugins.fileio import atomic_write, remove_stale_temporaries
+from plugins.holdout import assign_holdout, split_indices
 from plugins.kinds import TaskKind
 from plugins.models import build_model
 from plugins.models.base import ModelPlugin, Progress
 from plugins.models.artifact import ArtifactError, save_artifact
+from plugins.promotion import DEFAULT_LEVEL, Verdict, judge
 from worker.context import JobContext
-
-
-def holdout_split(strata: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train, held-out) indices: `fraction` of each stratum held out, strata with < 3 items kept whole."""
-    rng = np.random.default_rng(seed)
-    train, held = [], []
-    for cls in np.unique(strata):
-        idx = rng.permutation(np.flatnonzero(strata == cls))
-        n_held = int(round(len(idx) * fraction)) if len(idx) >= 3 else 0
-        held.extend(idx[:n_held])
-        train.extend(idx[n_held:])
-    return np.sort(np.asarray(train, dtype=np.int64)), np.sort(np.asarray(held, dtype=np.int64))
 
 
 def with_synthetic(settings: ProjectSettings, kind: TaskKind, x: np.ndarray, y: np.ndarray,
@@ -47,19 +37,23 @@ def with_synthetic(settings: ProjectSettings, kind: TaskKind, x: np.ndarray, y: 
 
 def fit_and_measure(model: ModelPlugin, kind: TaskKind, settings: ProjectSettings, x: np.ndarray, y: np.ndarray,
                     train_idx: np.ndarray, held_idx: np.ndarray, on_stage: Callable[[str], None] | None = None,
-                    progress: Progress | None = None) -> Fitted:
-    """Fit on the training side (plus synthetic items), measure on the real held-out items, then fit on every
-    real item (plus synthetic ones)."""
+                    progress: Progress | None = None, refit: bool = True) -> Fitted:
+    """Fit on the training side (plus synthetic items), measure on the real held-out items, then, with `refit`
+    (the promotion gate off), fit on every real item (plus synthetic ones)."""
     stage = on_stage or (lambda name: None)
     metrics: dict[str, Any] = {}
     held_outputs = None
     if len(held_idx):  # measured on real held-out items only: synthetic ones join the training side
         stage("train_holdout")
-        x_fit, y_fit, _ = with_synthetic(settings, kind, x[train_idx], y[train_idx], salt=1)
-        model.fit(x_fit, y_fit, progress=progress)
+        x_fit, y_fit, synthetic_fit = with_synthetic(settings, kind, x[train_idx], y[train_idx], salt=1)
+        fit_metrics = model.fit(x_fit, y_fit, progress=progress) or {}
         held_outputs = model.predict_proba(x[held_idx])
         metrics = {**kind.metrics(y[held_idx], held_outputs, settings.label_threshold),
                    "holdout_size": int(len(held_idx))}
+        if not refit:
+            metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
+        if not refit:  # the measured model is the served one: the gate compares it on items it never saw
+            return Fitted(metrics, list(synthetic_fit), held_outputs)
     stage("train_all")
     x_all, y_all, synthetic = with_synthetic(settings, kind, x, y, salt=2)
     fit_metrics = model.fit(x_all, y_all, progress=progress) or {}
@@ -117,7 +111,9 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     if kind.models and settings.model.name not in kind.models:
         raise ValueError(f"model {settings.model.name!r} does not fit a {kind.title} project; set the project's "
                          f"model to one of: {', '.join(kind.models)}")
-    train_idx, held_idx = holdout_split(kind.strata(y), settings.holdout_fraction, settings.seed)
+    sides = assign_holdout(ids, kind.strata(y), settings.holdout_fraction, settings.seed,
+                           ctx.store.holdout_sides(settings.holdout_fraction))
+    train_idx, held_idx = split_indices(ids, sides)
     model_params = {**settings.model_params(), **kind.model_params()}
     model = build_model(settings.model.name, len(kind.labels), **model_params)
     warm_from = _warm_start(ctx, model, list(kind.labels))
@@ -128,9 +124,13 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
 
     with ctx.phase("train"):
         fitted = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx,
-                                 on_stage=lambda name: ctx.progress(phase=name), progress=on_progress)
+                                 on_stage=lambda name: ctx.progress(phase=name), progress=on_progress,
+                                 refit=not (settings.promotion_gate and len(held_idx)))
     metrics, synthetic = fitted.metrics, fitted.synthetic
     confident = confident_block(settings, kind, fitted.held_outputs, y[held_idx])
+    with ctx.phase("promotion_gate"):
+        verdict = promotion_verdict(ctx, kind, settings, x[held_idx], y[held_idx], fitted.held_outputs,
+                                    y[train_idx])
     store = ctx.store
     folder = project_dir(ctx.settings.model_dir, ctx.project)
     newest_on_disk = max((number for p in folder.glob("v*.pt") if (number := version_number(p.stem)) is not None),
@@ -153,9 +153,12 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
               "model": settings.model.name, "kind": kind.name, "primary_metric": kind.primary_metric,
               "warm_start": warm_from, "augmentation": augmentation, **kind.answers_report(answers),
               "max_annotation_id": max(sets.annotation_ids, default=0), "timings": dict(ctx.timings),
-              "confident": confident}
+              "confident": confident, "promotion": verdict.as_dict(), "promoted": verdict.promote,
+              "holdout_set": {"fraction": settings.holdout_fraction, "stable": True, "held_out": int(len(held_idx)),
+                          "refit_on_all": not (settings.promotion_gate and len(held_idx))}}
     ctx.check_lock()
-    store.add_version(record)
+    store.set_holdout_sides(settings.holdout_fraction, sides)
+    store.add_version(record, serve=verdict.promote)  # held back: recorded for inspection, the serving one stays
     with ctx.phase("curve"):  # the project's learning curve beside its artifacts
         atomic_write(folder / "learning_curve.png",
                      lambda stream: stream.write(learning_curve_png(ctx.project, store.versions())))
@@ -163,7 +166,48 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         store.set_trained_count(project["num_tasks_with_annotations"])
     store.set_info(skipped=[s.__dict__ for s in (skipped + sets.skipped)[:50]], labeled=len(ids),
                    unlabeled=len(sets.unlabeled))
-    return {"status": "trained", **record}
+    return {"status": "trained" if verdict.promote else "held_back", **record}
+
+
+def promotion_verdict(ctx: JobContext, kind: TaskKind, settings: ProjectSettings, x_held: np.ndarray,
+                      y_held: np.ndarray, held_outputs: Any, y_train: np.ndarray) -> Verdict:
+    """The promotion gate's verdict on the new version's held-out outputs, against the serving version on the
+    same items (or, for the first version, the kind's no-model baseline)."""
+    if not settings.promotion_gate:
+        return Verdict(True, "promoted: the project's promotion gate is off")
+    if held_outputs is None:
+        return Verdict(True, "promoted: no held-out items to compare on (holdout_fraction 0 or too few labels)")
+    metric = kind.gate_metric(settings.label_threshold)
+    options = {"level": DEFAULT_LEVEL, "margin": settings.promotion_margin, "seed": settings.seed}
+    current = ctx.store.current_version()
+    if current is None:
+        return judge(kind.primary_metric, metric, y_held, held_outputs, kind.no_model_outputs(y_train, len(y_held)),
+                     "no-model baseline", **options)
+    why_not = _not_comparable(ctx.store.version(current), settings)
+    serving = None
+    if why_not is None:
+        try:
+            artifact = ctx.models.get(ctx.project, current)
+            if artifact.label_map != list(kind.labels):
+                why_not = f"{current} was trained on other labels ({artifact.label_map})"
+            else:
+                serving = artifact.model.predict_proba(x_held)
+        except (ArtifactError, ValueError, RuntimeError) as exc:
+            why_not = f"{current} cannot score the held-out items ({type(exc).__name__}: {str(exc)[:200]})"
+    if why_not is not None:
+        return Verdict(True, f"promoted: not compared, {why_not}", kind.primary_metric, current)
+    return judge(kind.primary_metric, metric, y_held, held_outputs, serving, current, **options)
+
+
+def _not_comparable(record: dict[str, Any] | None, settings: ProjectSettings) -> str | None:
+    """Why the serving version's figures on today's held-out items would not be fair, or None."""
+    holdout = (record or {}).get("holdout_set") or {}
+    if not holdout.get("stable") or holdout.get("refit_on_all", True):
+        return f"{(record or {}).get('version')} trained on held-out items (trained before the stable held-out set, " \
+               "or with the gate off)"
+    if holdout.get("fraction") != settings.holdout_fraction:
+        return f"the held-out fraction changed since {(record or {}).get('version')} (its held-out set is another)"
+    return None
 
 
 def _warm_start(ctx: JobContext, model: Any, labels: list[str]) -> str | None:

@@ -11,7 +11,7 @@ written once against this interface; I/O (fetching images, Label Studio) stays i
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -161,6 +161,20 @@ class TaskKind(ABC):
     def model_params(self) -> dict[str, Any]:
         """Model hyperparameters this kind fixes (e.g. multilabel outputs)."""
         return {}
+
+    def gate_metric(self, threshold: float) -> Callable[[Any, Any], float]:
+        """The primary held-out metric as f(y, outputs), for the promotion gate's paired bootstrap."""
+        metrics = self.metrics
+
+        def value(y: Any, outputs: Any) -> float:
+            return float(metrics(y, outputs, threshold)[self.primary_metric])
+
+        return value
+
+    def no_model_outputs(self, y_train: np.ndarray, n: int) -> Any | None:
+        """What knowing no more than the training labels predicts for `n` items (the first version's baseline
+        at the promotion gate); None when the kind has no such baseline."""
+        return None
 
     def check_strategy(self, strategy: Any) -> None:
         """Raise ValueError, saying what to choose instead, when `strategy` has no sound form for this kind."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -90,6 +90,15 @@ class ImageClassification(ClassificationKind):
         return {"holdout_accuracy": float(accuracy_score(y, predicted)),
                 "holdout_macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0))}
 
+    def gate_metric(self, threshold: float) -> Callable[[Any, Any], float]:
+        """Held-out accuracy (the primary metric), computed directly: the gate resamples it hundreds of times."""
+        return lambda y, outputs: float(np.mean(np.asarray(outputs).argmax(axis=1) == np.asarray(y)))
+
+    def no_model_outputs(self, y_train: np.ndarray, n: int) -> np.ndarray:
+        """The training labels' class shares, for every item."""
+        prior = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=len(self.labels)).astype(np.float64)
+        return np.tile(prior / max(prior.sum(), 1.0), (n, 1))
+
 
 @register("image_multilabel")
 @dataclass(frozen=True)
@@ -142,6 +151,12 @@ class ImageMultiLabel(ClassificationKind):
 
     def max_uncertainty(self) -> float:
         return float(len(self.labels) * np.log(2.0))
+
+    def no_model_outputs(self, y_train: np.ndarray, n: int) -> np.ndarray:
+        """Each label's share among the training items, for every item."""
+        y_train = np.asarray(y_train, dtype=np.float64).reshape(-1, len(self.labels))
+        share = y_train.mean(axis=0) if len(y_train) else np.zeros(len(self.labels))
+        return np.tile(share, (n, 1))
 
     def metrics(self, y: np.ndarray, outputs: np.ndarray, threshold: float) -> dict[str, float]:
         y = np.asarray(y).astype(np.int64)

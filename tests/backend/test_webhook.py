@@ -97,3 +97,17 @@ def test_redis_down_answers_503_so_label_studio_can_retry(settings_factory, auth
     client = TestClient(create_app(settings_factory(redis_url="redis://127.0.0.1:9/0")))
     response = client.post("/webhook", json=_annotation(1), headers=auth)
     assert response.status_code == 503 and "Redis unavailable" in response.json()["detail"]
+
+
+def test_the_webhook_of_a_confident_pre_label_the_worker_saved_is_not_a_change(client, auth, redis_url):
+    from core.labeled_set import auto_result
+
+    region = {"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": ["3"]}}
+    for i in range(12):
+        event = {**_annotation(41, i), "annotation": {"id": i, "result": auto_result([region], "3", "v1")}}
+        answer = client.post("/webhook", json=event, headers=auth).json()
+        assert answer["status"] == "ignored" and "confident pre-label" in answer["reason"]
+    store = ProjectStore(Redis.from_url(redis_url), 41)
+    assert store.pending_changes() == 0 and store.events()["ANNOTATION_CREATED"] == 12
+    human = client.post("/webhook", json=_annotation(41, 99), headers=auth).json()
+    assert human["status"] == "recorded" and store.pending_changes() == 1

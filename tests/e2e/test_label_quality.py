@@ -93,3 +93,32 @@ def test_a_flipped_label_is_flagged_in_the_review_tab_and_sure_tasks_get_confide
     text = " ".join(out.stdout.split())  # rich wraps long lines at the terminal's width
     assert (f"held-out precision {confident['precision']:.3f} ({confident['above']} of 54 held-out labels above it)"
             in text and f"{confident['pool_above']} of {confident['pool']} unlabeled tasks" in text), out.stdout
+
+    # the admin lets confident pre-labels become labels: the next publication saves them as marked annotations
+    # that Label Studio exports, that trigger no retrain and that no version trains on
+    events = stack.status()["events"].get("ANNOTATION_CREATED", 0)
+    stack.admin(f"{stack.project}/settings", "PATCH", {"confident_export": True})
+    stack.admin(f"{stack.project}/rescore", "POST")
+    status = stack.wait(lambda: (s := stack.status())["published"]["model_version"] != live and
+                        (s["confident"] or {}).get("exported") and s, 120, "the exporting publication")
+    exported = status["confident"]["exported"]
+    assert exported["error"] is None and exported["saved"] == exported["of"] == status["confident"]["pool_above"]
+    saved = {t: stack.ok(stack.ls.get(f"/api/tasks/{t}/annotations/"), "annotations") for t in sure}
+    assert all(len(a) == 1 and a[0]["result"][0]["lsal_auto"]["version"] == status["current_version"]
+               for a in saved.values()), saved
+    export = stack.ok(stack.ls.get(f"/api/projects/{stack.project}/export?exportType=JSON"), "the export")
+    exported_labels = {t["id"]: t["annotations"][0]["result"][0]["value"]["choices"] for t in export
+                       if t["id"] in sure}
+    assert exported_labels == {t: [unlabeled[t]["data"]["lsal_prediction"]] for t in sure}
+    stack.wait(lambda: stack.status()["events"].get("ANNOTATION_CREATED", 0) >= events + len(sure), 60,
+               "the webhooks of the saved pre-labels")
+    assert stack.status()["changes_since_training"] == 0 and not stack.status()["queue"]["pending"]
+
+    # a person corrects one saved pre-label: it is a human label now, and the next version trains on it
+    corrected, annotation = next(iter(saved.items()))
+    other = next(c for c in map(str, range(10)) if [c] != exported_labels[corrected])
+    stack.ok(stack.ls.patch(f"/api/annotations/{annotation[0]['id']}/",
+                            json={"result": stack.interface.result(other)}), "correct a saved pre-label")
+    stack.admin(f"{stack.project}/train", "POST")
+    stack.wait(lambda: (s := stack.status())["versions"][-1]["labeled"] == LABELED + 1 and s, 120,
+               "the version with the corrected label")

@@ -14,7 +14,7 @@ from plugins.strategies import Ranking
 from worker.jobs import place_in_order
 from worker.publish import priority_scores
 from worker.score import Scored
-from worker.train import holdout_split
+from plugins.holdout import assign_holdout, split_indices
 
 CONFIG = ('<View><Image name="img" value="$image"/><Choices name="label" toName="img">'
           '<Choice value="ok"/><Choice value="defect"/></Choices></View>')
@@ -44,12 +44,15 @@ def test_split_tasks_takes_the_latest_live_annotation_and_explains_what_it_skips
     assert [(s.task, s.reason) for s in sets.skipped] == [(4, "no_label"), (5, "no_image")]
 
 
-def test_holdout_split_is_stratified_and_keeps_tiny_classes_for_training():
+def test_the_held_out_set_is_stratified_keeps_tiny_classes_for_training_and_is_deterministic():
     y = np.array([0] * 50 + [1] * 10 + [2] * 2)
-    train, held = holdout_split(y, 0.2, seed=1)
+    tasks = list(range(100, 162))
+    sides = assign_holdout(tasks, y, 0.2, seed=1, known={})
+    train, held = split_indices(tasks, sides)
     assert len(np.intersect1d(train, held)) == 0 and len(train) + len(held) == len(y)
     assert np.bincount(y[held], minlength=3).tolist() == [10, 2, 0]
-    assert np.array_equal(holdout_split(y, 0.2, seed=1)[1], held)  # deterministic under the seed
+    assert assign_holdout(tasks, y, 0.2, seed=1, known={}) == sides  # deterministic under the seed
+    assert assign_holdout(tasks, y, 0.2, seed=2, known={}) != sides
 
 
 def test_priority_scores_put_rank_zero_first_for_label_studio():

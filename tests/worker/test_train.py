@@ -8,7 +8,8 @@ from sklearn.datasets import load_digits
 from core.label_config import kind_of
 from core.project_settings import ProjectSettings
 from plugins.models.linear import LogisticModel
-from worker.train import fit_and_measure, holdout_split
+from plugins.holdout import assign_holdout, split_indices
+from worker.train import fit_and_measure
 
 CONFIG = ('<View><Image name="img" value="$image"/><Choices name="label" toName="img">'
           '<Choice value="ok"/><Choice value="scratch"/></Choices></View>')
@@ -41,7 +42,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 def _run(settings: ProjectSettings):
     kind = kind_of(CONFIG)
     x, y = _digits()
-    train_idx, held_idx = holdout_split(kind.strata(y), 0.25, seed=0)
+    tasks = list(range(len(y)))
+    train_idx, held_idx = split_indices(tasks, assign_holdout(tasks, kind.strata(y), 0.25, 0, {}))
     model = RecordingModel(2, committee=1)
     stages: list[str] = []
     metrics, synthetic, _ = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx, on_stage=stages.append)

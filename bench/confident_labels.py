@@ -1,0 +1,170 @@
+"""Confident pre-labels, measured: in an active-learning run on a real data set, how much of the unlabeled pool
+the rule auto-labels at a target precision, and what precision those pool labels really have.
+
+For each seed: a fixed pool of `--pool` items of the data set's training split (ground truth known, hidden
+from the model); `--start` of them labeled at random (class-balanced, as the simulator starts), then each
+round `--step` more chosen by the project's strategy (margin) on the served model's pool inputs, up to
+`--max-labels`. Each round follows the worker's retrain (worker.train) on the labeled set: `holdout_split`,
+`fit_and_measure` (fit on the training side, probabilities on the held-out side, refit on every label: the
+served model), `confident_block` (plugins.confident: temperature scaling, fixed-sequence Clopper-Pearson
+threshold); then, as the publication does (worker.publish), `ConfidentRule.confident` on the served model's
+probabilities of every still-unlabeled pool item. The achieved precision is the share of those confident
+pool items whose predicted class is their true class. The labeled (and so held-out) items are chosen by
+active learning, harder than the pool: that bias is part of what is measured.
+
+    OMP_NUM_THREADS=2 .venv/bin/python bench/confident_labels.py --dataset mnist --seeds 0,1,2
+
+Prints a table per round: mean [min-max] over seeds (over the seeds with a threshold, where it needs one).
+`--quick`: digits, tiny rounds (seconds). `--out FILE.json`: the raw rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.label_config import kind_of  # noqa: E402
+from core.project_settings import ProjectSettings  # noqa: E402
+from plugins.confident import ConfidentRule  # noqa: E402
+from plugins.datasets import Dataset, load_dataset  # noqa: E402
+from plugins.loop import initial_indices  # noqa: E402
+from plugins.models import build_model  # noqa: E402
+from worker.train import confident_block, fit_and_measure, holdout_split  # noqa: E402
+
+GOAL = "achieved precision >= target in every round with a threshold, every seed, >= 3 seeds"
+QUICK = {"dataset": "digits", "pool": 0, "start": 300, "step": 100, "max_labels": 500}
+
+
+def label_config(names: list[str]) -> str:
+    """A single-choice image labeling config with one choice per class."""
+    choices = "".join(f'<Choice value="{n}"/>' for n in names)
+    return f'<View><Image name="img" value="$image"/><Choices name="label" toName="img">{choices}</Choices></View>'
+
+
+def run_seed(data: Dataset, args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
+    """One active-learning run: a row per round with the rule and what it achieved on the pool."""
+    kind = kind_of(label_config(data.class_names))
+    settings = ProjectSettings(strategy={"name": args.strategy}, model={"name": "logistic", "params": {"committee": 1}},
+                               holdout_fraction=args.holdout, confident_target=args.target,
+                               confident_level=args.level, batch_size=args.step, seed=seed)
+    rng = np.random.default_rng([seed, 7])
+    n_pool = args.pool if 0 < args.pool < len(data.y_train) else len(data.y_train)
+    pool = np.sort(rng.choice(len(data.y_train), size=n_pool, replace=False))
+    x_pool, y_pool = data.x_train[pool], data.y_train[pool]
+    labeled = initial_indices(kind.strata(y_pool), args.start, seed)
+    strategy = settings.build_strategy()
+    rows = []
+    for round_no in range(10_000):
+        started = time.perf_counter()
+        x, y = x_pool[labeled], kind.encode([data.class_names[c] for c in y_pool[labeled]])
+        train_idx, held_idx = holdout_split(kind.strata(y), settings.holdout_fraction, settings.seed)
+        model = build_model(settings.model.name, len(kind.labels), **settings.model_params(), **kind.model_params())
+        fitted = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx)
+        block = confident_block(settings, kind, fitted.held_outputs, y[held_idx])
+        unlabeled = np.setdiff1d(np.arange(n_pool), labeled)
+        probs = model.predict_proba(x_pool[unlabeled])
+        has_rule = block is not None and block.get("threshold") is not None
+        sure = ConfidentRule.from_dict(block).confident(probs) if has_rule else np.zeros(len(unlabeled), bool)
+        right = probs.argmax(axis=1) == y_pool[unlabeled]
+        n_sure, n_right = int(sure.sum()), int((right & sure).sum())
+        achieved = n_right / n_sure if n_sure else None
+        rows.append({"seed": seed, "round": round_no, "labels": int(len(labeled)), "held_out": int(len(held_idx)),
+                     "needed": block.get("needed"), "threshold": block.get("threshold"),
+                     "held_precision": block.get("precision"), "lower_bound": block.get("lower_bound"),
+                     "above": block.get("above", 0), "reason": block.get("reason"), "pool": int(len(unlabeled)),
+                     "auto_labeled": n_sure, "auto_right": n_right, "share": n_sure / len(unlabeled),
+                     "achieved": achieved, "met": None if achieved is None else achieved >= args.target,
+                     "pool_accuracy": float(right.mean()),
+                     "holdout_accuracy": fitted.metrics.get("holdout_accuracy"),
+                     "seconds": time.perf_counter() - started})
+        if len(labeled) + args.step > args.max_labels or len(unlabeled) < args.step:
+            return rows
+        needs = strategy.required_inputs() | (strategy.optional_inputs() & model.provides)
+        inputs = model.pool_inputs(x_pool[unlabeled], needs, x, y)
+        labeled = np.concatenate([labeled, unlabeled[strategy.rank(inputs).order[:args.step]]])
+    return rows
+
+
+def _cell(values: list[float | None], digits: int = 3) -> str:
+    """mean [min-max] of the defined values ('-' when none)."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return "-"
+    return f"{np.mean(v):.{digits}f} [{min(v):.{digits}f}-{max(v):.{digits}f}]"
+
+
+def table(rows: list[dict[str, Any]], seeds: list[int]) -> list[str]:
+    """Markdown lines: one per round, over seeds."""
+    header = ("round", "labels", "held-out", "thresholds", "threshold", "held-out precision", "lower bound",
+              "pool", "pool share auto-labeled", "auto-labeled", "achieved precision", "achieved >= target",
+              "pool accuracy")
+    lines = []
+    for r in sorted({row["round"] for row in rows}):
+        at = [row for row in rows if row["round"] == r]
+        set_ = [row for row in at if row["threshold"] is not None]
+        judged = [row for row in at if row["met"] is not None]
+        lines.append((str(r), _cell([a["labels"] for a in at], 0), _cell([a["held_out"] for a in at], 0),
+                      f"{len(set_)}/{len(at)}", _cell([a["threshold"] for a in set_], 4),
+                      _cell([a["held_precision"] for a in set_]), _cell([a["lower_bound"] for a in set_]),
+                      _cell([a["pool"] for a in at], 0), _cell([a["share"] for a in at]),
+                      _cell([a["auto_labeled"] for a in at], 0), _cell([a["achieved"] for a in judged], 4),
+                      f"{sum(a['met'] for a in judged)}/{len(judged)}", _cell([a["pool_accuracy"] for a in at])))
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+    out = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
+           "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    return out + ["| " + " | ".join(c.ljust(w) for c, w in zip(line, widths)) + " |" for line in lines]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; print the table and whether the goal was met."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--pool", type=int, default=20_000, help="pool items from the training split (0: all)")
+    parser.add_argument("--start", type=int, default=1000, help="random labels before the first round")
+    parser.add_argument("--step", type=int, default=500, help="labels the strategy adds per round")
+    parser.add_argument("--max-labels", type=int, default=4000)
+    parser.add_argument("--target", type=float, default=0.99)
+    parser.add_argument("--level", type=float, default=0.95)
+    parser.add_argument("--holdout", type=float, default=0.2, help="the project's holdout_fraction")
+    parser.add_argument("--strategy", default="margin")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--quick", action="store_true", help="digits, 300 labels +100 per round up to 500")
+    parser.add_argument("--out", type=Path, help="write the raw rows to this JSON file")
+    args = parser.parse_args(argv)
+    if args.quick:
+        for key, value in QUICK.items():
+            setattr(args, key, value)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    started = time.perf_counter()
+    data = load_dataset(args.dataset)
+    print(f"confident pre-labels: {args.dataset}, pool {args.pool or len(data.y_train)}, {args.start} random "
+          f"labels then +{args.step} by {args.strategy} up to {args.max_labels}, logistic (committee 1), "
+          f"holdout {args.holdout}, target {args.target} at level {args.level}, seeds {seeds}; "
+          "mean [min-max] over seeds")
+    rows = [row for seed in seeds for row in run_seed(data, args, seed)]
+    print("\n".join(table(rows, seeds)))
+    for reason in sorted({row["reason"] for row in rows if row["reason"]}):
+        print(f"no threshold in {sum(row['reason'] == reason for row in rows)} rows: {reason}")
+    judged = [row for row in rows if row["met"] is not None]
+    worst = min((row["achieved"] for row in judged), default=None)
+    met = len(seeds) >= 3 and {r["seed"] for r in judged} == set(seeds) and all(r["met"] for r in judged)
+    print(f"goal ({GOAL}): {'met' if met else 'NOT met'}; rounds judged {len(judged)}/{len(rows)}; worst achieved "
+          f"precision {'-' if worst is None else f'{worst:.4f}'}; {time.perf_counter() - started:.0f} s")
+    if args.out:
+        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "rows": rows}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
