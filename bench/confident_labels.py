@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -38,9 +39,10 @@ from core.label_config import kind_of  # noqa: E402
 from core.project_settings import ProjectSettings  # noqa: E402
 from plugins.confident import ConfidentRule  # noqa: E402
 from plugins.datasets import Dataset, load_dataset  # noqa: E402
+from plugins.holdout import assign_holdout, split_indices  # noqa: E402
 from plugins.loop import initial_indices  # noqa: E402
 from plugins.models import build_model  # noqa: E402
-from worker.train import confident_block, fit_and_measure, holdout_split  # noqa: E402
+from worker.train import confident_block, fit_and_measure, promotion_verdict  # noqa: E402
 
 GOAL = "achieved precision >= target in every round with a threshold, every seed, >= 3 seeds"
 QUICK = {"dataset": "digits", "pool": 0, "start": 300, "step": 100, "max_labels": 500}
@@ -52,37 +54,72 @@ def label_config(names: list[str]) -> str:
     return f'<View><Image name="img" value="$image"/><Choices name="label" toName="img">{choices}</Choices></View>'
 
 
+class _Serving:
+    """The serving version as promotion_verdict asks for it (ctx.store and ctx.models), kept in memory."""
+
+    def __init__(self) -> None:
+        self.record: dict[str, Any] | None = None
+        self.artifact: SimpleNamespace | None = None
+
+    def current_version(self) -> str | None:
+        """Name of the serving version (None before the first)."""
+        return None if self.record is None else self.record["version"]
+
+    def version(self, name: str) -> dict[str, Any] | None:
+        """The serving version's record."""
+        return self.record
+
+    def get(self, project: int, name: str) -> SimpleNamespace | None:
+        """The serving version's artifact: its label map and model."""
+        return self.artifact
+
+
 def run_seed(data: Dataset, args: argparse.Namespace, seed: int) -> list[dict[str, Any]]:
-    """One active-learning run: a row per round with the rule and what it achieved on the pool."""
+    """One active-learning run: a row per round with the serving rule and what it achieved on the pool."""
     kind = kind_of(label_config(data.class_names))
     settings = ProjectSettings(strategy={"name": args.strategy}, model={"name": "logistic", "params": {"committee": 1}},
                                holdout_fraction=args.holdout, confident_target=args.target,
-                               confident_level=args.level, batch_size=args.step, seed=seed)
+                               confident_level=args.level, batch_size=args.step, seed=seed,
+                               promotion_gate=not args.no_gate)
     rng = np.random.default_rng([seed, 7])
     n_pool = args.pool if 0 < args.pool < len(data.y_train) else len(data.y_train)
     pool = np.sort(rng.choice(len(data.y_train), size=n_pool, replace=False))
     x_pool, y_pool = data.x_train[pool], data.y_train[pool]
     labeled = initial_indices(kind.strata(y_pool), args.start, seed)
     strategy = settings.build_strategy()
+    serving = _Serving()
+    ctx = SimpleNamespace(store=serving, models=serving, project=0)
+    sides: dict[int, bool] = {}
     rows = []
-    for round_no in range(10_000):
+    for round_no in range(10_000):  # the worker's train_version, then the publication's confident marks
         started = time.perf_counter()
+        ids = [int(i) for i in labeled]
         x, y = x_pool[labeled], kind.encode([data.class_names[c] for c in y_pool[labeled]])
-        train_idx, held_idx = holdout_split(kind.strata(y), settings.holdout_fraction, settings.seed)
+        sides = assign_holdout(ids, kind.strata(y), settings.holdout_fraction, settings.seed, sides)
+        train_idx, held_idx = split_indices(ids, sides)
         model = build_model(settings.model.name, len(kind.labels), **settings.model_params(), **kind.model_params())
-        fitted = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx)
+        refit = not (settings.promotion_gate and len(held_idx))
+        fitted = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx, refit=refit)
         block = confident_block(settings, kind, fitted.held_outputs, y[held_idx])
+        verdict = promotion_verdict(ctx, kind, settings, x[held_idx], y[held_idx], fitted.held_outputs, y[train_idx])
+        if verdict.promote:
+            serving.record = {"version": f"v{round_no}", "confident": block,
+                              "holdout_set": {"fraction": settings.holdout_fraction, "stable": True,
+                                              "held_out": int(len(held_idx)), "refit_on_all": refit}}
+            serving.artifact = SimpleNamespace(label_map=list(kind.labels), model=model)
+        served, rule = serving.artifact.model, serving.record["confident"]
         unlabeled = np.setdiff1d(np.arange(n_pool), labeled)
-        probs = model.predict_proba(x_pool[unlabeled])
-        has_rule = block is not None and block.get("threshold") is not None
-        sure = ConfidentRule.from_dict(block).confident(probs) if has_rule else np.zeros(len(unlabeled), bool)
+        probs = served.predict_proba(x_pool[unlabeled])
+        has_rule = rule is not None and rule.get("threshold") is not None
+        sure = ConfidentRule.from_dict(rule).confident(probs) if has_rule else np.zeros(len(unlabeled), bool)
         right = probs.argmax(axis=1) == y_pool[unlabeled]
         n_sure, n_right = int(sure.sum()), int((right & sure).sum())
         achieved = n_right / n_sure if n_sure else None
         rows.append({"seed": seed, "round": round_no, "labels": int(len(labeled)), "held_out": int(len(held_idx)),
-                     "needed": block.get("needed"), "threshold": block.get("threshold"),
-                     "held_precision": block.get("precision"), "lower_bound": block.get("lower_bound"),
-                     "above": block.get("above", 0), "reason": block.get("reason"), "pool": int(len(unlabeled)),
+                     "promoted": verdict.promote, "serving": serving.record["version"],
+                     "needed": rule.get("needed"), "threshold": rule.get("threshold"),
+                     "held_precision": rule.get("precision"), "lower_bound": rule.get("lower_bound"),
+                     "above": rule.get("above", 0), "reason": rule.get("reason"), "pool": int(len(unlabeled)),
                      "auto_labeled": n_sure, "auto_right": n_right, "share": n_sure / len(unlabeled),
                      "achieved": achieved, "met": None if achieved is None else achieved >= args.target,
                      "pool_accuracy": float(right.mean()),
@@ -90,8 +127,8 @@ def run_seed(data: Dataset, args: argparse.Namespace, seed: int) -> list[dict[st
                      "seconds": time.perf_counter() - started})
         if len(labeled) + args.step > args.max_labels or len(unlabeled) < args.step:
             return rows
-        needs = strategy.required_inputs() | (strategy.optional_inputs() & model.provides)
-        inputs = model.pool_inputs(x_pool[unlabeled], needs, x, y)
+        needs = strategy.required_inputs() | (strategy.optional_inputs() & served.provides)
+        inputs = served.pool_inputs(x_pool[unlabeled], needs, x, y)
         labeled = np.concatenate([labeled, unlabeled[strategy.rank(inputs).order[:args.step]]])
     return rows
 
@@ -138,6 +175,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--level", type=float, default=0.95)
     parser.add_argument("--holdout", type=float, default=0.2, help="the project's holdout_fraction")
     parser.add_argument("--strategy", default="margin")
+    parser.add_argument("--no-gate", action="store_true", help="promotion gate off: every version serves, refit on all")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--quick", action="store_true", help="digits, 300 labels +100 per round up to 500")
     parser.add_argument("--out", type=Path, help="write the raw rows to this JSON file")

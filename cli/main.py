@@ -174,6 +174,8 @@ def simulate(
     model_param: Annotated[list[str], typer.Option(help="model parameter key=value (repeatable)")] = [],
     stopping: Annotated[str | None, typer.Option(
         help='a stopping rule as JSON, e.g. \'{"target": 0.9}\' or \'{"min_gain": 0.005, "patience": 3}\'')] = None,
+    gate: Annotated[bool, typer.Option("--gate/--no-gate", help="the service's promotion gate: a stable 20% of "
+                                       "the labels held out, a round's model served only when not worse")] = True,
     config: Annotated[Path | None, typer.Option(help="a SimulationConfig JSON file; replaces the options")] = None,
     out: Annotated[Path, typer.Option(help="output folder")] = Path("runs/simulate"),
 ) -> None:
@@ -191,7 +193,7 @@ def simulate(
                 model_params=_key_values(model_param, "--model-param"),
                 strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
                 seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=budget, target=target,
-                pool_subsample=pool_subsample, stopping=json.loads(stopping) if stopping else {},
+                pool_subsample=pool_subsample, stopping=json.loads(stopping) if stopping else {}, gate=gate,
             )
     except (ValidationError, OSError, ValueError) as exc:
         raise typer.BadParameter(str(exc)) from None

@@ -6,13 +6,16 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
+from plugins.holdout import assign_holdout, split_indices
 from plugins.kinds import TaskKind
 from plugins.models import ModelPlugin
+from plugins.promotion import GateRule, accuracy, class_shares, judge
 from plugins.strategies import PoolInputs, Strategy
 from plugins.stopping import RoundRecord, StoppingRule, should_stop
 
@@ -37,6 +40,7 @@ class RoundResult:
     labeled_per_class: tuple[int, ...] = ()  # labels of each class found so far
     stop_reason: str | None = None
     fit: tuple[float, ...] = (math.nan,) * len(FIT_METRICS)  # the fit's metrics named in FIT_METRICS
+    promoted: bool | None = None  # the promotion gate served this round's model (None: no gate)
 
     def as_dict(self, class_names: list[str] | None = None) -> dict:
         """Flat dict for a CSV row: per-class values become recall_<class> and labeled_<class> columns,
@@ -104,6 +108,16 @@ class LoopTask:
         return _entropy_max(inputs.probs if inputs is not None and inputs.probs is not None
                             else model.predict_proba(x))
 
+    gate_resamples = 500  # the promotion gate's paired bootstrap resamples
+
+    def gate_metric(self) -> Callable[[Any, Any], float]:
+        """The figure the promotion gate compares: held-out accuracy."""
+        return accuracy
+
+    def no_model_outputs(self, y_train: np.ndarray, n: int, n_classes: int) -> Any | None:
+        """The no-model baseline the first model must not fall below: the training labels' class shares."""
+        return class_shares(y_train, n, n_classes)
+
 
 @dataclass(frozen=True)
 class KindTask(LoopTask):
@@ -137,6 +151,16 @@ class KindTask(LoopTask):
             return 0.0
         return float(np.max(self.kind.uncertainty(model.predict_proba(x))))
 
+    @property
+    def gate_resamples(self) -> int:  # type: ignore[override]
+        return self.kind.gate_resamples
+
+    def gate_metric(self) -> Callable[[Any, Any], float]:
+        return self.kind.gate_metric(self.threshold)
+
+    def no_model_outputs(self, y_train: np.ndarray, n: int, n_classes: int) -> Any | None:
+        return self.kind.no_model_outputs(y_train, n)
+
 
 CLASSIFICATION = LoopTask()
 
@@ -159,8 +183,14 @@ def run_loop(
     on_round: Callable[[RoundResult], None] | None = None,
     task: LoopTask = CLASSIFICATION,
     n_classes: int | None = None,
+    gate: GateRule | None = None,
 ) -> list[RoundResult]:
     """Run the loop; the oracle reveals y_pool only for the items the strategy ranks first.
+
+    With `gate` (the service's promotion gate), a stable `gate.fraction` of the labels is held out, each
+    round's model trains on the rest, and it replaces the served model only when it is not worse beyond noise
+    on the held-out labels (plugins.promotion); the served model is measured and ranks the pool, as annotators
+    would get it.
 
     With `pool_subsample`, each round scores a fresh random subset of that many unlabeled items
     (Gal et al. 2017 score 2,000 per round) instead of the whole pool. `label` names the run in the
@@ -173,10 +203,29 @@ def run_loop(
     unlabeled = np.setdiff1d(np.arange(len(y_pool)), labeled)
     results: list[RoundResult] = []
     history: list[RoundRecord] = []
+    sides: dict[int, bool] = {}
+    served: ModelPlugin | None = None
     for round_no in range(rounds + 1):
         started = time.perf_counter()
-        model = make_model()
-        trained = model.fit(x_pool[labeled], y_pool[labeled])
+        promoted = None
+        if gate is None:
+            model = make_model()
+            trained = model.fit(x_pool[labeled], y_pool[labeled])
+        else:
+            sides = assign_holdout(labeled.tolist(), task.strata(y_pool[labeled]), gate.fraction, seed, sides)
+            train_pos, held_pos = split_indices(labeled.tolist(), sides)
+            fit_idx, held_idx = labeled[train_pos], labeled[held_pos]
+            candidate = make_model()
+            trained = candidate.fit(x_pool[fit_idx], y_pool[fit_idx])
+            promoted = served is None and not len(held_idx)
+            if len(held_idx) and not promoted:
+                against = served.predict_proba(x_pool[held_idx]) if served is not None else \
+                    task.no_model_outputs(y_pool[fit_idx], len(held_idx), n_classes)
+                promoted = judge("held-out", task.gate_metric(), y_pool[held_idx],
+                                 candidate.predict_proba(x_pool[held_idx]), against, "served",
+                                 gate.level, gate.margin, min(gate.resamples, task.gate_resamples), seed).promote
+            served = candidate if promoted or served is None else served
+            model = served
         measured = task.measure(model, x_test, y_test, n_classes)
         ranking = None
         candidates = unlabeled
@@ -193,7 +242,7 @@ def run_loop(
         reason = should_stop(history, stopping) if stopping else None
         result = RoundResult(label or strategy.name, seed, round_no, len(labeled), measured.primary,
                              measured.secondary, max_unc, time.perf_counter() - started, measured.per_class,
-                             task.counts(y_pool[labeled], n_classes), reason, fit_metrics(trained))
+                             task.counts(y_pool[labeled], n_classes), reason, fit_metrics(trained), promoted)
         results.append(result)
         if on_round:
             on_round(result)

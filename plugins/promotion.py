@@ -23,6 +23,16 @@ DEFAULT_LEVEL = 0.95
 
 
 @dataclass(frozen=True)
+class GateRule:
+    """The gate's settings: the stable held-out fraction, the interval's level, the margin, the resamples."""
+
+    fraction: float = 0.2
+    level: float = DEFAULT_LEVEL
+    margin: float = 0.0
+    resamples: int = DEFAULT_RESAMPLES
+
+
+@dataclass(frozen=True)
 class Verdict:
     """Whether a candidate is promoted, against what, with both figures and the interval of their difference."""
 
@@ -41,6 +51,17 @@ class Verdict:
     def as_dict(self) -> dict[str, Any]:
         """JSON-able form."""
         return asdict(self)
+
+
+def accuracy(y: Any, probs: Any) -> float:
+    """Share of items whose most probable class is their label (the gate resamples it hundreds of times)."""
+    return float(np.mean(np.asarray(probs).argmax(axis=1) == np.asarray(y)))
+
+
+def class_shares(y_train: np.ndarray, n: int, n_classes: int) -> np.ndarray:
+    """The no-model baseline of single-label classification: the training labels' class shares, n times."""
+    prior = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=n_classes).astype(np.float64)
+    return np.tile(prior / max(prior.sum(), 1.0), (n, 1))
 
 
 def _take(values: Any, idx: np.ndarray) -> Any:
@@ -73,8 +94,12 @@ def judge(metric_name: str, metric: Callable[[Any, Any], float], y: Any, candida
         why = "no held-out items to compare on" if n == 0 else f"nothing to compare with ({against})"
         return Verdict(True, f"promoted: {why}", metric_name, against, items=n, level=level, margin=margin)
     full, diffs = paired_bootstrap(metric, y, candidate, serving, resamples, seed)
-    upper = float(np.quantile(diffs, level))
     cand, serv = float(metric(y, candidate)), float(metric(y, serving))
+    diffs = diffs[np.isfinite(diffs)]  # resamples where the metric is undefined (e.g. no true box drawn)
+    if not (np.isfinite(cand) and np.isfinite(serv)) or not len(diffs):
+        return Verdict(True, f"promoted: {metric_name} is undefined on the {n} held-out items", metric_name,
+                       against, items=n, level=level, margin=margin)
+    upper = float(np.quantile(diffs, level))
     worse = upper < -margin
     words = (f"{metric_name} {cand:.4f} vs {serv:.4f} of {against} on the same {n} held-out items "
              f"(difference {full:+.4f}; a {level:.0%} paired bootstrap puts it at most {upper:+.4f})")

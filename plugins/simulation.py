@@ -18,6 +18,7 @@ from plugins.detection_data import DETECTION_DATASETS, DetectionDataset, load_de
 from plugins.fileio import atomic_write
 from plugins.kinds.detection import ImageDetection
 from plugins.loop import CLASSIFICATION, FIT_METRICS, KindTask, LoopTask, RoundResult, run_loop
+from plugins.promotion import GateRule
 from plugins.models import build_model
 from plugins.savings import labels_to_reach, savings, savings_interval
 from plugins.stopping import StoppingRule
@@ -44,6 +45,8 @@ class SimulationConfig(BaseModel):
     budget: int = Field(100, ge=1, description="stop when this many labels are used")
     target: float = Field(0.9, gt=0, le=1, description="accuracy for the labels-to-target table")
     pool_subsample: int | None = Field(None, ge=1, description="score a random subset of the pool per round")
+    gate: bool = Field(True, description="apply the service's promotion gate: a stable 20% of the labels held out, "
+                                         "a round's model served only when not worse beyond noise on them")
     stopping: StoppingRule = Field(default_factory=StoppingRule,
                                    description="end a run early when a criterion fires (target and convergence "
                                                "on test accuracy); its reason is in results.csv")
@@ -111,7 +114,7 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path,
                 initial=config.initial, batch=config.batch, rounds=config.rounds, seed=seed,
                 pool_subsample=config.pool_subsample, label=label, on_round=on_round,
                 stopping=config.stopping if config.stopping.active() else None, task=task,
-                n_classes=data.n_classes,
+                n_classes=data.n_classes, gate=GateRule() if config.gate else None,
             )
     return write_report(results, list(data.class_names), config.target, out_dir, title=_title(config, data),
                         metric=task.metric_name)
@@ -158,6 +161,7 @@ def read_csv(path: str | Path) -> tuple[list[RoundResult], list[str]]:
             labeled_per_class=tuple(int(r[f"labeled_{n}"]) for n in names),
             stop_reason=r["stop_reason"] or None,
             fit=tuple(float(r.get(f"fit_{m}") or math.nan) for m in FIT_METRICS),
+            promoted={"True": True, "False": False}.get(r.get("promoted") or ""),
         )
         for r in rows
     ]
@@ -201,6 +205,8 @@ def labels_to_target(results: list[RoundResult], target: float, baseline: str = 
             "final_labels": int(labels[-1]),
             "final_accuracy": float(mean_curve[-1]),
             "final_accuracy_std": float(acc[:, -1].std()),
+            "largest_fall_mean": largest_fall(mean_curve[None, :]),
+            "largest_fall_seed": largest_fall(acc),
         })
     base = next((r for r in rows if r["strategy"] == baseline), None)
     for row in rows:
@@ -216,6 +222,16 @@ def labels_to_target(results: list[RoundResult], target: float, baseline: str = 
                                         base_acc, _seeds(results, baseline), target)
             row.update(savings_low=interval.low, savings_high=interval.high, savings_paired=interval.paired)
     return rows
+
+
+def largest_fall(curves: np.ndarray) -> float:
+    """The largest fall of the metric from one round to the next in any row of `curves` (seeds x rounds); 0
+    when none falls."""
+    curves = np.asarray(curves, dtype=np.float64)
+    if curves.shape[-1] < 2:
+        return 0.0
+    falls = curves[:, :-1] - curves[:, 1:]
+    return float(max(np.nanmax(falls), 0.0)) if np.isfinite(falls).any() else 0.0
 
 
 def _seeds(results: list[RoundResult], strategy: str) -> list[int]:
@@ -267,15 +283,17 @@ def summary_markdown(summary: list[dict], target: float, budget: int, metric: st
         f"Labels needed to reach {target:.0%} {metric} (mean curve over {over}; budget {budget})",
         "",
         "| strategy | labels to target (mean curve) | mean over seeds | seeds reaching "
-        f"| savings vs random (90% bootstrap interval over seeds) | {final} |",
-        "|---|---|---|---|---|---|",
+        f"| savings vs random (90% bootstrap interval over seeds) | {final} | largest round-to-round fall "
+        "(mean curve / any seed) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for row in summary:
         lines.append(
             f"| {row['strategy']} | {_fmt_labels(row['labels_to_target_mean_curve'], budget)} "
             f"| {_fmt_labels(row['labels_to_target'], budget)} | {row['seeds_reaching']}/{row['seeds']} "
             f"| {_fmt_savings(row)} "
-            f"| {row['final_accuracy']:.3f} ± {row['final_accuracy_std']:.3f} |"
+            f"| {row['final_accuracy']:.3f} ± {row['final_accuracy_std']:.3f} "
+            f"| {row['largest_fall_mean']:.3f} / {row['largest_fall_seed']:.3f} |"
         )
     return "\n".join(lines) + "\n"
 

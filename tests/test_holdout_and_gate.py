@@ -79,3 +79,53 @@ def test_nothing_to_compare_with_promotes_and_says_why():
     assert verdict.promote and "nothing to compare with" in verdict.reason
     empty = judge("holdout_accuracy", _accuracy, y[:0], np.zeros((0, 2)), np.zeros((0, 2)), "v1")
     assert empty.promote and "no held-out items" in empty.reason
+
+
+class _Sabotaged:
+    """The logistic model, except that the `bad`-th fit learns shuffled labels (a batch of wrong labels)."""
+
+    fits = 0
+
+    def __init__(self, bad: int) -> None:
+        from plugins.models import build_model
+
+        self.model = build_model("logistic", 10, committee=1, seed=0)
+        type(self).fits += 1
+        self.bad = type(self).fits == bad
+        self.provides = self.model.provides
+
+    def fit(self, x, y, *args, **kwargs):
+        return self.model.fit(x, (np.asarray(y) + 1) % 10 if self.bad else y)
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+
+def test_the_simulator_serves_what_the_gate_promotes_and_keeps_the_served_model_over_a_worse_one():
+    from plugins.datasets import digits
+    from plugins.loop import run_loop
+    from plugins.promotion import GateRule
+    from plugins.strategies import strategy_for
+    from plugins.specs import StrategySpec
+
+    data = digits(test_fraction=0.3, seed=0)
+    _Sabotaged.fits = 0
+    results = run_loop(lambda: _Sabotaged(bad=4), strategy_for(StrategySpec(name="random"), 40, 0),
+                       data.x_train, data.y_train, data.x_test, data.y_test, initial=100, batch=40, rounds=5,
+                       seed=0, gate=GateRule())
+    promoted = [r.promoted for r in results]
+    assert promoted[3] is False and all(promoted[:3]) and promoted[4]  # only the sabotaged fit is held back
+    assert results[3].accuracy == results[2].accuracy  # the served model, measured again
+    assert results[3].accuracy > 0.8
+    plain = run_loop(lambda: _Sabotaged(bad=4), strategy_for(StrategySpec(name="random"), 40, 0), data.x_train,
+                     data.y_train, data.x_test, data.y_test, initial=100, batch=40, rounds=3, seed=0)
+    assert plain[2].promoted is None  # no gate: every model serves (this one the 7th fit, not sabotaged)
+
+
+def test_largest_fall_is_the_biggest_drop_between_consecutive_rounds():
+    from plugins.simulation import largest_fall
+
+    curves = np.array([[0.5, 0.7, 0.65, 0.8], [0.5, 0.6, 0.7, 0.69]])
+    assert largest_fall(curves) == pytest.approx(0.05)
+    assert largest_fall(curves.mean(axis=0)[None]) == pytest.approx(0.0)  # the mean rises every round
+    assert largest_fall(np.array([[0.1, 0.2]])) == 0.0 and largest_fall(np.array([[0.3]])) == 0.0

@@ -178,7 +178,8 @@ def promotion_verdict(ctx: JobContext, kind: TaskKind, settings: ProjectSettings
     if held_outputs is None:
         return Verdict(True, "promoted: no held-out items to compare on (holdout_fraction 0 or too few labels)")
     metric = kind.gate_metric(settings.label_threshold)
-    options = {"level": DEFAULT_LEVEL, "margin": settings.promotion_margin, "seed": settings.seed}
+    options = {"level": DEFAULT_LEVEL, "margin": settings.promotion_margin, "seed": settings.seed,
+               "resamples": kind.gate_resamples}
     current = ctx.store.current_version()
     if current is None:
         return judge(kind.primary_metric, metric, y_held, held_outputs, kind.no_model_outputs(y_train, len(y_held)),

@@ -88,6 +88,7 @@ class TaskKind(ABC):
     uncertainty_name: ClassVar[str] = "entropy"  # what `uncertainty` measures, in the words a person reads
     shardable: ClassVar[bool] = True  # a large rescore may be split into shard jobs (array outputs)
     default_strategy: ClassVar[str] = "badge"  # a new project's strategy when the defaults' has no form here
+    gate_resamples: ClassVar[int] = 500  # the promotion gate's paired bootstrap resamples (fewer: costly metrics)
     confident_labels: ClassVar[bool] = False  # one class per task: confident pre-labels (plugins.confident) apply
     default_image_size: ClassVar[int | None] = None  # a new project's image size when the defaults' model does not fit
 
@@ -167,7 +168,7 @@ class TaskKind(ABC):
         metrics = self.metrics
 
         def value(y: Any, outputs: Any) -> float:
-            return float(metrics(y, outputs, threshold)[self.primary_metric])
+            return float(metrics(y, outputs, threshold).get(self.primary_metric, np.nan))  # NaN: undefined here
 
         return value
 

@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, recall_score
 
 from plugins.kinds.base import LabelConfig, TaskKind, bind_control
 from plugins.kinds.registry import register
+from plugins.promotion import accuracy, class_shares
 
 _EPS = 1e-12
 
@@ -92,12 +93,11 @@ class ImageClassification(ClassificationKind):
 
     def gate_metric(self, threshold: float) -> Callable[[Any, Any], float]:
         """Held-out accuracy (the primary metric), computed directly: the gate resamples it hundreds of times."""
-        return lambda y, outputs: float(np.mean(np.asarray(outputs).argmax(axis=1) == np.asarray(y)))
+        return accuracy
 
     def no_model_outputs(self, y_train: np.ndarray, n: int) -> np.ndarray:
         """The training labels' class shares, for every item."""
-        prior = np.bincount(np.asarray(y_train, dtype=np.int64), minlength=len(self.labels)).astype(np.float64)
-        return np.tile(prior / max(prior.sum(), 1.0), (n, 1))
+        return class_shares(y_train, n, len(self.labels))
 
 
 @register("image_multilabel")

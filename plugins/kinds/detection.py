@@ -47,6 +47,7 @@ class ImageDetection(TaskKind):
     models = ("detector",)
     primary_metric = "holdout_map_50"
     uncertainty_name = "max box entropy"
+    gate_resamples = 100  # each resample computes mAP twice (torchmetrics)
     shardable = False  # box evidence is ragged: a detection rescore runs as one job
     default_strategy = "box_uncertainty"
     default_image_size = 128
