@@ -53,21 +53,23 @@ def fit_and_measure(model: ModelPlugin, kind: TaskKind, settings: ProjectSetting
         if not refit:
             metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
         if not refit:  # the measured model is the served one: the gate compares it on items it never saw
-            return Fitted(metrics, list(synthetic_fit), held_outputs)
+            return Fitted(metrics, list(synthetic_fit), held_outputs, int(len(train_idx)))
     stage("train_all")
     x_all, y_all, synthetic = with_synthetic(settings, kind, x, y, salt=2)
     fit_metrics = model.fit(x_all, y_all, progress=progress) or {}
     metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
-    return Fitted(metrics, synthetic, held_outputs)
+    return Fitted(metrics, synthetic, held_outputs, int(len(y)))
 
 
 class Fitted(NamedTuple):
     """What a fit reports: held-out metrics (and the fit's own), synthetic items per augment rule of the final
-    fit, and the held-out model's outputs on the held-out items (None without a held-out part)."""
+    fit, the held-out model's outputs on the held-out items (None without a held-out part), and the real
+    items the served model trained on."""
 
     metrics: dict[str, Any]
     synthetic: list[int]
     held_outputs: Any
+    trained: int
 
 
 def confident_block(settings: ProjectSettings, kind: TaskKind, held_outputs: Any,
@@ -140,7 +142,7 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
     path = artifact_path(ctx.settings.model_dir, ctx.project, version)
     counts = kind.label_counts(y)
     augmentation = {"rules": [r.model_dump(mode="json") for r in settings.augment], "synthetic": synthetic,
-                    "real": int(len(y))} if settings.augment else None
+                    "real": fitted.trained} if settings.augment else None
     extra = {"project": ctx.project, "tasks": [int(t) for t in ids], "annotations": sorted(sets.annotation_ids),
              "settings": settings.model_dump(mode="json"), "warm_start": warm_from, "kind": kind.describe(),
              "augmentation": augmentation}

@@ -46,7 +46,7 @@ def _run(settings: ProjectSettings):
     train_idx, held_idx = split_indices(tasks, assign_holdout(tasks, kind.strata(y), 0.25, 0, {}))
     model = RecordingModel(2, committee=1)
     stages: list[str] = []
-    metrics, synthetic, _ = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx, on_stage=stages.append)
+    metrics, synthetic, _, _ = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx, on_stage=stages.append)
     return model, x, y, train_idx, held_idx, metrics, synthetic, stages
 
 
