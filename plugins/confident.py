@@ -81,9 +81,13 @@ def fit_inverse_temperature(probs: np.ndarray, y: np.ndarray) -> float:
     """scikit-learn's temperature scaling of probabilities `probs` (N, C) to true classes `y`: its beta."""
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import KFold
 
     probs = np.asarray(probs, dtype=np.float64)
-    calibration = CalibratedClassifierCV(FrozenEstimator(_Probabilities(probs.shape[1])), method="temperature")
+    # the default stratified 5-fold check refuses classes with fewer than 5 items although a frozen estimator
+    # is never refit; one calibrator (ensemble=False) over an unstratified split fits on every item
+    calibration = CalibratedClassifierCV(FrozenEstimator(_Probabilities(probs.shape[1])), method="temperature",
+                                         cv=KFold(n_splits=2), ensemble=False)
     calibration.fit(probs, np.asarray(y, dtype=np.int64))
     return float(calibration.calibrated_classifiers_[0].calibrators[0].beta_)
 
