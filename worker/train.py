@@ -87,7 +87,7 @@ def confident_block(settings: ProjectSettings, kind: TaskKind, held_outputs: Any
         return {"target": target, "level": level, "threshold": None, "needed": needed, "held_out": 0,
                 "reason": "this version has no held-out labels (holdout_fraction is 0)"}
     rule = confident_rule(np.asarray(held_outputs), y_held, target, level).as_dict()
-    if rule["threshold"] is None and settings.holdout_fraction > 0:
+    if rule["threshold"] is None and rule["held_out"] < needed and settings.holdout_fraction > 0:
         rule["labels_needed"] = int(np.ceil(needed / settings.holdout_fraction))
         rule["reason"] += (f"; at holdout_fraction {settings.holdout_fraction} that takes at least "
                            f"{rule['labels_needed']} labels")

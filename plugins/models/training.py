@@ -32,8 +32,11 @@ class TrainConfig(BaseModel):
     lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate")
     weight_decay: float = Field(1e-4, ge=0, le=10, description="AdamW decoupled weight decay")
     val_fraction: float = Field(
-        0.1, ge=0, lt=1,
-        description="share of the labeled set held out (stratified) for early stopping; 0: none",
+        0.0, ge=0, lt=1,
+        description="share of the labeled set held out (stratified) for early stopping; 0 (the default): none, "
+                    "the fixed cosine schedule runs its epochs. On MNIST (random, 100 to 1,000 labels, 3 seeds) "
+                    "0.1 lost up to 1.6 accuracy points from one round to the next once its split reached "
+                    "min_held_out, and 0.6 points at 1,000 labels; 0 never fell more than 0.2 (docs/results.md)",
     )
     min_held_out: int = Field(
         50, ge=1,
