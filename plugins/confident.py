@@ -4,11 +4,14 @@ On held-out labeled items (the model never trained on them) the probabilities ar
 temperature scaling, fitted by scikit-learn (`CalibratedClassifierCV(method="temperature")` over the frozen
 probabilities). Then a threshold is chosen so that the precision of the items at or above it meets the
 target with a stated confidence: every candidate threshold's precision gets an exact (Clopper-Pearson) lower
-bound, and candidates are tested in a fixed sequence from the strictest down, stopping at the first that
-fails (fixed-sequence testing, as in Learn-then-Test, Angelopoulos et al. 2021), so testing many thresholds
-does not spend the error level. The sequence starts at the strictest threshold with enough items to meet the
-target at all: with no error among n items the bound is (1 - level) ** (1 / n), so a target needs
-`items_needed(target, level)` held-out items above the threshold; fewer, and no threshold is set.
+bound, and candidates are tested in fixed sequences from the strictest down, each stopping at its first
+failure (fixed-sequence testing, as in Learn-then-Test, Angelopoulos et al. 2021), so testing many thresholds
+does not spend the error level. A sequence starts at the fewest items that could pass with a given number of
+wrong ones: SEQUENCES sequences, for 0, 1, 2 wrong items at their start, each at an error level of
+(1 - level) / SEQUENCES (Bonferroni), so one confidently wrong held-out item cannot block every threshold;
+the loosest threshold any sequence accepts is kept. With no error among n items the bound is
+(1 - level') ** (1 / n), so a target needs `needed_items(target, level)` held-out items above the threshold;
+fewer, and no threshold is set.
 
 Pure: no I/O of the service.
 """
@@ -22,6 +25,7 @@ from typing import Any
 import numpy as np
 
 DEFAULT_LEVEL = 0.95
+SEQUENCES = 3  # fixed sequences, starting where 0, 1 and 2 wrong items could still pass
 _EPS = 1e-12  # what scikit-learn adds to probabilities before taking their log
 
 
@@ -72,9 +76,22 @@ def lower_bound(correct: int, n: int, level: float = DEFAULT_LEVEL) -> float:
     return float(beta.ppf(1.0 - level, correct, n - correct + 1))
 
 
-def items_needed(target: float, level: float = DEFAULT_LEVEL) -> int:
-    """Fewest items, all right, whose precision's lower bound at `level` reaches `target`."""
-    return int(math.ceil(math.log(1.0 - level) / math.log(target) - 1e-9))
+def items_needed(target: float, level: float = DEFAULT_LEVEL, wrong: int = 0) -> int:
+    """Fewest items, `wrong` of them wrong, whose precision's lower bound at `level` reaches `target`."""
+    n = int(math.ceil(math.log(1.0 - level) / math.log(target) - 1e-9))
+    while wrong and lower_bound(n - wrong, n, level) < target:
+        n += 1
+    return n
+
+
+def sequence_level(level: float, sequences: int = SEQUENCES) -> float:
+    """The confidence each of `sequences` fixed sequences is tested at, so that all together keep `level`."""
+    return 1.0 - (1.0 - level) / sequences
+
+
+def needed_items(target: float, level: float = DEFAULT_LEVEL, sequences: int = SEQUENCES) -> int:
+    """Fewest held-out items above a threshold that can meet `target` at `level` (all of them right)."""
+    return items_needed(target, sequence_level(level, sequences))
 
 
 def fit_inverse_temperature(probs: np.ndarray, y: np.ndarray) -> float:
@@ -100,24 +117,26 @@ def calibrated(probs: np.ndarray, inverse_temperature: float) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
-def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float,
-                     level: float = DEFAULT_LEVEL) -> tuple[float | None, int, int, float | None]:
-    """(threshold, items above, right ones above, lower bound) of the loosest threshold that the fixed
-    sequence accepts; threshold None when even the first candidate fails or too few items exist."""
+def choose_threshold(confidence: np.ndarray, correct: np.ndarray, target: float, level: float = DEFAULT_LEVEL,
+                     sequences: int = SEQUENCES) -> tuple[float | None, int, int, float | None]:
+    """(threshold, items above, right ones above, lower bound at the sequences' level) of the loosest
+    threshold that any of the fixed sequences accepts; threshold None when none accepts one."""
     confidence = np.asarray(confidence, dtype=np.float64)
     correct = np.asarray(correct, dtype=bool)
     order = np.argsort(-confidence, kind="stable")
     conf, right = confidence[order], np.cumsum(correct[order])
-    needed = items_needed(target, level)
+    each = sequence_level(level, sequences)
     best: tuple[float | None, int, int, float | None] = (None, 0, 0, None)
     # candidates: each distinct confidence, taking every item at or above it, from the strictest down
     ends = np.flatnonzero(np.r_[conf[1:] != conf[:-1], True]) + 1
-    for n in ends[ends >= needed]:
-        k = int(right[n - 1])
-        bound = lower_bound(k, int(n), level)
-        if bound < target:
-            break  # fixed-sequence testing: the first failure ends the sequence
-        best = (float(conf[n - 1]), int(n), k, bound)
+    for wrong in range(sequences):
+        for n in ends[ends >= items_needed(target, each, wrong)]:
+            k = int(right[n - 1])
+            bound = lower_bound(k, int(n), each)
+            if bound < target:
+                break  # fixed-sequence testing: the first failure ends this sequence
+            if n > best[1]:
+                best = (float(conf[n - 1]), int(n), k, bound)
     return best
 
 
@@ -125,7 +144,7 @@ def confident_rule(probs: np.ndarray, y: np.ndarray, target: float, level: float
     """Calibrate on held-out `probs` (N, C) with true classes `y`, then choose the threshold for `target`."""
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y, dtype=np.int64)
-    needed = items_needed(target, level)
+    needed = needed_items(target, level)
     held = len(y)
     if held < needed:
         return ConfidentRule(target, level, 1.0, held, needed,
@@ -137,8 +156,9 @@ def confident_rule(probs: np.ndarray, y: np.ndarray, target: float, level: float
     if threshold is None:
         return ConfidentRule(target, level, beta, held, needed,
                              reason=f"no confidence threshold reaches precision {target} at {level:.0%} confidence "
-                                    f"on the {held} held-out labels: at least {needed} of them, all labeled right, "
-                                    "must lie above it")
+                                    f"on the {held} held-out labels: above it must lie at least {needed} of them, "
+                                    f"all labeled right, or {items_needed(target, sequence_level(level), 1)} with "
+                                    f"one wrong, or {items_needed(target, sequence_level(level), 2)} with two")
     return ConfidentRule(target, level, beta, held, needed, threshold, above, correct, bound)
 
 

@@ -15,7 +15,7 @@ from core.curves import learning_curve_png
 from core.model_cache import artifact_path, project_dir
 from core.project_settings import ProjectSettings
 from core.store import version_number
-from plugins.confident import confident_rule, items_needed
+from plugins.confident import confident_rule, needed_items
 from plugins.fileio import atomic_write, remove_stale_temporaries
 from plugins.holdout import assign_holdout, split_indices
 from plugins.kinds import TaskKind
@@ -82,7 +82,7 @@ def confident_block(settings: ProjectSettings, kind: TaskKind, held_outputs: Any
     if not kind.confident_labels:
         return {"target": target, "level": level, "threshold": None,
                 "reason": f"confident pre-labels cover single-label classification, not {kind.title}"}
-    needed = items_needed(target, level)
+    needed = needed_items(target, level)
     if held_outputs is None or len(y_held) == 0:
         return {"target": target, "level": level, "threshold": None, "needed": needed, "held_out": 0,
                 "reason": "this version has no held-out labels (holdout_fraction is 0)"}
