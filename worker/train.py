@@ -50,9 +50,8 @@ def fit_and_measure(model: ModelPlugin, kind: TaskKind, settings: ProjectSetting
         held_outputs = model.predict_proba(x[held_idx])
         metrics = {**kind.metrics(y[held_idx], held_outputs, settings.label_threshold),
                    "holdout_size": int(len(held_idx))}
-        if not refit:
-            metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
         if not refit:  # the measured model is the served one: the gate compares it on items it never saw
+            metrics.update({k: v for k, v in fit_metrics.items() if isinstance(v, (int, float))})
             return Fitted(metrics, list(synthetic_fit), held_outputs, int(len(train_idx)))
     stage("train_all")
     x_all, y_all, synthetic = with_synthetic(settings, kind, x, y, salt=2)
@@ -85,7 +84,8 @@ def confident_block(settings: ProjectSettings, kind: TaskKind, held_outputs: Any
     needed = needed_items(target, level)
     if held_outputs is None or len(y_held) == 0:
         return {"target": target, "level": level, "threshold": None, "needed": needed, "held_out": 0,
-                "reason": "this version has no held-out labels (holdout_fraction is 0)"}
+                "reason": "this version has no held-out labels (holdout_fraction is 0, or every class has fewer "
+                          "than 3 labels)"}
     rule = confident_rule(np.asarray(held_outputs), y_held, target, level).as_dict()
     if rule["threshold"] is None and rule["held_out"] < needed and settings.holdout_fraction > 0:
         rule["labels_needed"] = int(np.ceil(needed / settings.holdout_fraction))
@@ -95,7 +95,8 @@ def confident_block(settings: ProjectSettings, kind: TaskKind, held_outputs: Any
 
 
 def train_version(ctx: JobContext) -> dict[str, Any]:
-    """Train on every labeled task Label Studio holds now; record and serve the new version."""
+    """Train on every labeled task Label Studio holds now; record the new version, and serve it when the
+    promotion gate passes it."""
     settings = ctx.project_settings
     with ctx.phase("fetch_tasks"):
         project, kind = ctx.project_kind()
