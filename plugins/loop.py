@@ -217,8 +217,8 @@ def run_loop(
             fit_idx, held_idx = labeled[train_pos], labeled[held_pos]
             candidate = make_model()
             trained = candidate.fit(x_pool[fit_idx], y_pool[fit_idx])
-            promoted = served is None and not len(held_idx)
-            if len(held_idx) and not promoted:
+            promoted = True  # as the service: nothing held out, nothing to compare on
+            if len(held_idx):
                 against = served.predict_proba(x_pool[held_idx]) if served is not None else \
                     task.no_model_outputs(y_pool[fit_idx], len(held_idx), n_classes)
                 promoted = judge("held-out", task.gate_metric(), y_pool[held_idx],
