@@ -43,12 +43,10 @@ def retrain(project: int) -> dict[str, Any]:
             ctx.progress(phase="enqueue_rescore")
             result["rescore_job"] = enqueue(ctx.redis, ctx.settings.queue, "rescore", ctx.project,
                                             timeout=ctx.settings.job_timeout_s, reason=result["version"]).job_id
-            if ctx.project_settings.review:
-                result["review_job"] = enqueue_review(ctx, result["version"])
         elif result["status"] == "held_back":  # the serving version and its order stay; the labels still change
             log.info("project %s: %s %s", ctx.project, result["version"], result["promotion"]["reason"])
-            if ctx.project_settings.review:
-                result["review_job"] = enqueue_review(ctx, result["version"])
+        if result["status"] in ("trained", "held_back") and ctx.project_settings.review:
+            result["review_job"] = enqueue_review(ctx, result["version"])
         return result  # not trained (too few labels): the next retrain_every changes try again
 
     return run_job(project, "retrain", body)

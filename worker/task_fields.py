@@ -75,14 +75,13 @@ def view_data() -> dict[str, Any]:
 
 
 def confident_view_data() -> dict[str, Any]:
-    """The Data Manager tab of the unlabeled tasks with a confident pre-label (select them all, then Label
-    Studio's action "Create Annotations From Predictions" accepts them)."""
-    return {"title": CONFIDENT_VIEW_TITLE, "type": "list", "ordering": ["-tasks:data.lsal_confidence"],
-            "filters": {"conjunction": "and", "items": [
-                {"filter": "filter:tasks:total_annotations", "operator": "equal", "type": "Number", "value": 0},
-                {"filter": "filter:tasks:data.lsal_confident", "operator": "equal", "type": "Number", "value": 1}]},
-            "columnsDisplayType": {f"tasks:data.{f}": "Number" for f in NUMBERS},
-            "hiddenColumns": {"explore": [f"tasks:{c}" for c in HIDDEN], "labeling": []}}
+    """The Data Manager tab of the unlabeled tasks with a confident pre-label, most confident first (select
+    them all, then Label Studio's action "Create Annotations From Predictions" accepts them): our priority
+    tab's columns, its filter and one more."""
+    base = view_data()
+    confident = {"filter": "filter:tasks:data.lsal_confident", "operator": "equal", "type": "Number", "value": 1}
+    return {**base, "title": CONFIDENT_VIEW_TITLE, "ordering": ["-tasks:data.lsal_confidence"],
+            "filters": {**base["filters"], "items": [*base["filters"]["items"], confident]}}
 
 
 def write_task_fields(ctx: JobContext, table: dict[int, dict[str, Any]], strategy: str, version: str,

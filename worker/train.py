@@ -125,10 +125,10 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
         # the model's own 'phase' (e.g. which committee member) becomes 'step' beside the job's phase
         ctx.progress(**{("step" if k == "phase" else k): v for k, v in values.items()})
 
+    refit = not (settings.promotion_gate and len(held_idx))  # gated: the served model is the measured one
     with ctx.phase("train"):
         fitted = fit_and_measure(model, kind, settings, x, y, train_idx, held_idx,
-                                 on_stage=lambda name: ctx.progress(phase=name), progress=on_progress,
-                                 refit=not (settings.promotion_gate and len(held_idx)))
+                                 on_stage=lambda name: ctx.progress(phase=name), progress=on_progress, refit=refit)
     metrics, synthetic = fitted.metrics, fitted.synthetic
     confident = confident_block(settings, kind, fitted.held_outputs, y[held_idx])
     with ctx.phase("promotion_gate"):
@@ -158,7 +158,7 @@ def train_version(ctx: JobContext) -> dict[str, Any]:
               "max_annotation_id": max(sets.annotation_ids, default=0), "timings": dict(ctx.timings),
               "confident": confident, "promotion": verdict.as_dict(), "promoted": verdict.promote,
               "holdout_set": {"fraction": settings.holdout_fraction, "stable": True, "held_out": int(len(held_idx)),
-                          "refit_on_all": not (settings.promotion_gate and len(held_idx))}}
+                          "refit_on_all": refit}}
     ctx.check_lock()
     store.set_holdout_sides(settings.holdout_fraction, sides)
     store.add_version(record, serve=verdict.promote)  # held back: recorded for inspection, the serving one stays
