@@ -10,6 +10,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from core.config import Settings
+from core.embeddings import embedder_for, encoder_of
 from core.image_fetch import ImageFetcher
 from core.inputs import load_inputs
 from core.label_config import UnsupportedConfigError, kind_of
@@ -22,6 +23,12 @@ from core.store import ProjectStore
 from plugins.models.artifact import ArtifactError
 
 UNTRAINED = "lsal-untrained"
+
+
+def _task_id(task: dict[str, Any]) -> int | None:
+    """A task's Label Studio id, for the embedding cache (None: the request did not say)."""
+    value = task.get("id") if isinstance(task, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 class Predictor:
@@ -92,8 +99,10 @@ class Predictor:
             raise HTTPException(409, f"the labeling config's choices {list(kind.labels)} differ from those "
                                      f"model {version} was trained on {artifact.label_map}; retrain first")
         items = [(i, (t.get("data") or {}).get(kind.value_key)) for i, t in enumerate(tasks)]
+        embedder = embedder_for(self.settings, project, encoder_of(artifact))
         ok, inputs, skipped = load_inputs(kind.input_type, self.fetcher(project), items, pset,
-                                          pixel_budget=self.settings.request_max_pixels)
+                                          pixel_budget=self.settings.request_max_pixels, embedder=embedder,
+                                          cache_ids=[_task_id(t) for t in tasks])
         outputs = artifact.model.predict_proba(inputs) if len(ok) else np.zeros((0, len(artifact.label_map)))
         by_index = dict(zip(ok, outputs))
         reasons = {s.task: f"{s.reason}: {s.detail}" for s in skipped}

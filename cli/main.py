@@ -159,7 +159,8 @@ def _key_values(pairs: list[str], option: str) -> dict:
 @app.command()
 def simulate(
     dataset: Annotated[str, typer.Option(
-        help="digits, mnist, folder or defects; detection_defects (boxes: use --model detector)")] = "digits",
+        help="digits, mnist, folder, defects or fortunes (texts: with --encoder minilm); detection_defects (boxes: "
+             "use --model detector)")] = "digits",
     model: Annotated[str, typer.Option(help="model plugin: logistic, cnn, ensemble or detector")] = "logistic",
     strategy_names: Annotated[str, typer.Option("--strategies", help="comma-separated strategy names")] = (
         "random,margin,entropy,bald,badge"),
@@ -172,6 +173,8 @@ def simulate(
     pool_subsample: Annotated[int | None, typer.Option(help="score a random subset of the pool per round")] = None,
     dataset_param: Annotated[list[str], typer.Option(help="loader argument key=value (repeatable)")] = [],
     model_param: Annotated[list[str], typer.Option(help="model parameter key=value (repeatable)")] = [],
+    encoder: Annotated[str | None, typer.Option(help="a frozen encoder whose cached embeddings the model trains "
+                                                     "on: mobilenet_v2 (images) or minilm (text)")] = None,
     stopping: Annotated[str | None, typer.Option(
         help='a stopping rule as JSON, e.g. \'{"target": 0.9}\' or \'{"min_gain": 0.005, "patience": 3}\'')] = None,
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="the service's promotion gate: a stable 20% of "
@@ -190,7 +193,7 @@ def simulate(
         else:
             cfg = SimulationConfig(
                 dataset=dataset, dataset_params=_key_values(dataset_param, "--dataset-param"), model=model,
-                model_params=_key_values(model_param, "--model-param"),
+                model_params=_key_values(model_param, "--model-param"), encoder=encoder,
                 strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
                 seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=budget, target=target,
                 pool_subsample=pool_subsample, stopping=json.loads(stopping) if stopping else {}, gate=gate,

@@ -24,6 +24,10 @@ class ArtifactStore(Protocol):
 
     def delete_prefix(self, prefix: str) -> int: ...
 
+    def list_keys(self, prefix: str) -> list[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
 
 def _safe_key(key: str) -> str:
     parts = [p for p in key.split("/") if p]
@@ -65,6 +69,18 @@ class LocalArtifactStore:
             base.rmdir()
         return len(files)
 
+    def list_keys(self, prefix: str) -> list[str]:
+        """The sorted keys of the files under the folder `prefix` (not atomic_write's temporaries)."""
+        base = self._path(prefix)
+        if not base.is_dir():
+            return []
+        return sorted(p.relative_to(self.root).as_posix() for p in base.rglob("*")
+                      if p.is_file() and not (p.name.startswith(".") and p.name.endswith(".tmp")))
+
+    def delete(self, key: str) -> None:
+        """Delete one file; a missing one is not an error."""
+        self._path(key).unlink(missing_ok=True)
+
 
 class S3ArtifactStore:
     """A bucket (and prefix) on S3 or an S3-compatible server, for workers on several machines."""
@@ -101,6 +117,19 @@ class S3ArtifactStore:
         for start in range(0, len(keys), 1000):
             self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": keys[start:start + 1000]})
         return len(keys)
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """The sorted keys of the objects under the folder `prefix`, without this store's own prefix."""
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys = []
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket,
+                                                                         Prefix=self._key(prefix) + "/"):
+            keys += [o["Key"][strip:] for o in page.get("Contents", [])]
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        """Delete one object; a missing one is not an error."""
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
 
 def open_store(location: str, endpoint_url: str | None = None) -> ArtifactStore:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from plugins.specs import MAX_SEED, TORCHVISION_CACHE, ModelSpec, StrategySpec, SynthesisRule
+from plugins.specs import MAX_SEED, TORCHVISION_CACHE, EncoderSpec, ModelSpec, StrategySpec, SynthesisRule
 from plugins.stopping import StoppingRule
 
 if TYPE_CHECKING:
@@ -21,6 +21,10 @@ class ProjectSettings(BaseModel):
 
     strategy: StrategySpec = Field(default_factory=lambda: StrategySpec(name="badge"))
     model: ModelSpec = Field(default_factory=ModelSpec)
+    encoder: EncoderSpec | None = Field(
+        None, description="a frozen pretrained encoder (mobilenet_v2 for images, minilm for text) whose embeddings, "
+                          "cached per task, the model trains and scores on (the model must read vectors: logistic); "
+                          "None: the model reads the images themselves. Text projects need one")
     batch_size: int = Field(10, ge=1, le=100_000, description="tasks a batch strategy picks jointly per round")
     retrain_every: int = Field(10, ge=1, le=1_000_000, description="retrain after this many annotation changes")
     min_labels: int = Field(10, ge=2, le=1_000_000, description="labeled tasks needed before the first training")
@@ -100,6 +104,11 @@ def settings_for_kind(defaults: ProjectSettings, kind: Any) -> ProjectSettings:
     from plugins.specs import ModelSpec, StrategySpec
 
     update: dict[str, Any] = {}
+    encoder = defaults.encoder
+    if encoder is not None and encoder_input_type(encoder.name) != kind.input_type:
+        encoder = update["encoder"] = None
+    if encoder is None and kind.default_encoder is not None:
+        update["encoder"] = EncoderSpec(name=kind.default_encoder)
     if kind.models and defaults.model.name not in kind.models:
         update["model"] = ModelSpec(name=kind.models[0])
         if kind.default_image_size is not None:
@@ -109,6 +118,17 @@ def settings_for_kind(defaults: ProjectSettings, kind: Any) -> ProjectSettings:
     except ValueError:
         update["strategy"] = StrategySpec(name=kind.default_strategy)
     return defaults.model_copy(update=update) if update else defaults
+
+
+def encoder_input_type(name: str) -> str:
+    """The input type ("image", "text") the registered encoder `name` reads."""
+    from plugins.encoders import ENCODERS
+    from plugins.registry import UnknownPluginError
+
+    try:
+        return ENCODERS.get(name).input_type
+    except UnknownPluginError as exc:
+        raise InvalidSettingsError(str(exc)) from None
 
 
 # model params that name a weights file, and the values of each that name no file
@@ -136,8 +156,8 @@ def _inside(path: Any, weights_dir: Path | None, what: str, want_dir: bool) -> s
 
 def confined_weights(settings: ProjectSettings, weights_dir: Path | None,
                      current: ProjectSettings | None = None) -> ProjectSettings:
-    """The settings with a newly set `pretrained_path` (a model's weights) or augmentation `directory`
-    (copy-paste patches) resolved inside LSAL_WEIGHTS_DIR (InvalidSettingsError when it points anywhere
+    """The settings with a newly set `pretrained_path` (a model's weights), encoder `checkpoint` or augmentation
+    `directory` (copy-paste patches) resolved inside LSAL_WEIGHTS_DIR (InvalidSettingsError when it points anywhere
     else): an admin names weight files, never arbitrary files of the host. `pretrained_path` 'torchvision'
     (torch's own cache) and a path already in force stay as they are."""
     update: dict[str, Any] = {}
@@ -149,6 +169,12 @@ def confined_weights(settings: ProjectSettings, weights_dir: Path | None,
             params[key] = _inside(path, weights_dir, key, False)
     if params != settings.model.params:
         update["model"] = ModelSpec(name=settings.model.name, params=params)
+    checkpoint = settings.encoder.params.get("checkpoint") if settings.encoder is not None else None
+    kept = current.encoder.params.get("checkpoint") if current is not None and current.encoder is not None else None
+    if checkpoint is not None and checkpoint != kept:
+        folder = encoder_input_type(settings.encoder.name) == "text"  # a sentence-transformers folder
+        update["encoder"] = EncoderSpec(name=settings.encoder.name, params={
+            **settings.encoder.params, "checkpoint": _inside(checkpoint, weights_dir, "encoder checkpoint", folder)})
     kept_dirs = {r.params.get("directory") for r in (current.augment if current is not None else [])}
     rules = []
     for number, rule in enumerate(settings.augment, 1):
@@ -202,6 +228,8 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
                 except (InvalidParamsError, ValueError, TypeError) as box_exc:
                     raise InvalidSettingsError(f"augment rule {number}: {exc} (as a detection rule: {box_exc})") \
                         from None
+    if settings.encoder is not None:
+        check_encoder(settings)
     try:
         model = build_model(settings.model.name, 2, **settings.model_params())
     except UnknownPluginError as exc:
@@ -210,6 +238,28 @@ def validate_settings(data: dict[str, Any] | ProjectSettings, weights_dir: Path 
         raise InvalidSettingsError(f"model {settings.model.name!r}: {exc}") from None
     check_samples(strategy, model)
     return settings
+
+
+def check_encoder(settings: ProjectSettings) -> None:
+    """InvalidSettingsError unless the encoder is registered, its params valid and the model reads vectors."""
+    from plugins.encoders import ENCODERS
+    from plugins.models import MODELS
+    from plugins.registry import UnknownPluginError
+
+    spec = settings.encoder
+    try:
+        ENCODERS.get(spec.name).Params(**spec.params)
+    except UnknownPluginError as exc:
+        raise InvalidSettingsError(str(exc)) from None
+    except ValidationError as exc:
+        raise InvalidSettingsError(f"encoder {spec.name!r}: {_pydantic_message(exc)}") from None
+    readers = [n for n in MODELS.names() if MODELS.get(n).reads_vectors]
+    if settings.model.name in MODELS and not MODELS.get(settings.model.name).reads_vectors:
+        raise InvalidSettingsError(f"model {settings.model.name!r} reads images, not the encoder's embeddings; with "
+                                   f"an encoder choose {', '.join(readers)}")
+    if settings.augment:
+        raise InvalidSettingsError("augment rules draw on images, but with an encoder the model trains on "
+                                   "embeddings; remove the rules or the encoder")
 
 
 # strategies that read no samples, suggested in that order where the model gives what they need

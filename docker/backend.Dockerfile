@@ -50,10 +50,15 @@ RUN set -eux; \
     pip install --no-deps .; \
     cd /; rm -rf /src /tmp/constraints.txt /tmp/requirements.txt; \
     python -c "import cv2, torch, backend.asgi, worker.jobs; print('torch', torch.__version__)"; \
-    lsal serve --help > /dev/null
+    lsal serve --help > /dev/null; \
+    python -m plugins.models.pretrained --dir /opt/lsal/cache/weights; \
+    python -m plugins.minilm_files --dir /opt/lsal/cache/weights
 
 WORKDIR /home/lsal
-ENV MODEL_DIR=/data/models
+# /predict of a project with an encoder embeds the tasks the embedding cache lacks: the encoders' weights are
+# in the cache's weights folder, fetched above
+ENV MODEL_DIR=/data/models \
+    LSAL_CACHE_DIR=/opt/lsal/cache
 USER lsal
 
 EXPOSE 9090

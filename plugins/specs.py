@@ -28,6 +28,15 @@ class ModelSpec(BaseModel):
     params: dict[str, Any] = Field(default_factory=dict, description="hyperparameters of that model")
 
 
+class EncoderSpec(BaseModel):
+    """A frozen pretrained encoder by name with its parameters: the project's model trains on its embeddings."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="registered encoder: 'mobilenet_v2' (images) or 'minilm' (text)")
+    params: dict[str, Any] = Field(default_factory=dict, description="parameters of that encoder")
+
+
 class SynthesisRule(BaseModel):
     """Synthetic training items a retrain adds: an augmentation applied to copies of matching real items.
 

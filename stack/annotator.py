@@ -27,12 +27,13 @@ UPLOAD_CHUNK = 100  # files per upload request: Label Studio refuses more (DATA_
 
 
 def choices_config(values: Iterable[str], *, name: str = "label", to_name: str = "image", data_key: str = "image",
-                   multiple: bool = False, inline: bool = False) -> str:
-    """A labeling config: one Image (`$data_key`) and one Choices tag over `values` (checkboxes when
-    `multiple`, radio buttons in one line when `inline`)."""
+                   multiple: bool = False, inline: bool = False, object_tag: str = "Image") -> str:
+    """A labeling config: one Image (or `object_tag`, e.g. Text) of `$data_key` and one Choices tag over
+    `values` (checkboxes when `multiple`, radio buttons in one line when `inline`)."""
     choices = "".join(f'<Choice value="{v}"/>' for v in values)
     attrs = ' choice="multiple"' if multiple else (' choice="single-radio" showInLine="true"' if inline else "")
-    return (f'<View><Image name="{to_name}" value="${data_key}"/><Choices name="{name}" toName="{to_name}"{attrs}>'
+    return (f'<View><{object_tag} name="{to_name}" value="${data_key}"/>'
+            f'<Choices name="{name}" toName="{to_name}"{attrs}>'
             f"{choices}</Choices></View>")
 
 

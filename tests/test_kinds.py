@@ -44,9 +44,9 @@ def test_a_config_a_kind_matches_but_that_is_wrong_says_what_is_wrong(config, wo
 
 def test_a_config_no_kind_serves_names_every_kind_and_what_it_needs():
     polygons = _config('<PolygonLabels name="b" toName="img"><Label value="scratch"/></PolygonLabels>')
-    text = _config('<Choices name="c" toName="t"><Choice value="a"/><Choice value="b"/></Choices>',
-                   '<Text name="t" value="$text"/>')
-    for config in (polygons, text, "<View></View>"):
+    audio = _config('<Choices name="c" toName="a"><Choice value="a"/><Choice value="b"/></Choices>',
+                    '<Audio name="a" value="$audio"/>')
+    for config in (polygons, audio, "<View></View>"):
         with pytest.raises(UnsupportedConfigError) as err:
             kind_for(parse_config(config))
         for name in KINDS.registered():
@@ -120,3 +120,30 @@ def test_strategies_without_a_multi_label_form_are_refused_with_what_to_use():
         listed = message.rsplit("can use ", 1)[1].split(", ")
         assert {"coreset", "entropy", "badge", "bald"} <= set(listed) and unsound not in listed
     kind_of(SINGLE).check_strategy(build_strategy("batchbald"))  # every strategy serves one-choice projects
+
+
+TEXT_OBJECT = '<Text name="txt" value="$text"/>'
+TEXT_SINGLE = _config('<Choices name="topic" toName="txt"><Choice value="law"/><Choice value="food"/></Choices>',
+                      TEXT_OBJECT)
+TEXT_MULTI = _config('<Choices name="topic" toName="txt" choice="multiple"><Choice value="law"/>'
+                     '<Choice value="food"/></Choices>', TEXT_OBJECT)
+
+
+def test_text_configs_are_served_by_the_text_kinds_which_need_an_encoder():
+    single, multi = kind_of(TEXT_SINGLE), kind_of(TEXT_MULTI)
+    assert single.name == "text_classification" and (single.to_name, single.value_key) == ("txt", "text")
+    assert multi.name == "text_multilabel" and multi.model_params() == {"multilabel": True}
+    assert single.input_type == multi.input_type == "text" and single.default_encoder == "minilm"
+    hyper = kind_of(_config('<Choices name="c" toName="h"><Choice value="a"/><Choice value="b"/></Choices>',
+                            '<HyperText name="h" value="$html"/>'))
+    assert hyper.name == "text_classification" and hyper.value_key == "html"
+    # the image kinds and their outputs are unchanged by the text twins
+    assert kind_of(SINGLE).input_type == "image" and kind_of(SINGLE).default_encoder is None
+    assert single.regions(np.array([0.2, 0.8]), 0.5)[0]["value"]["choices"] == ["food"]
+
+
+def test_a_text_loaded_from_a_url_is_refused_with_what_to_do():
+    config = _config('<Choices name="c" toName="txt"><Choice value="a"/><Choice value="b"/></Choices>',
+                     '<Text name="txt" value="$text" valueType="url"/>')
+    with pytest.raises(UnsupportedConfigError, match="put the text itself"):
+        kind_of(config)

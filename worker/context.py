@@ -17,6 +17,7 @@ from rq.job import Job
 
 from core.config import Settings, get_settings
 from core.credentials import client_for
+from core.embeddings import embedder_for, encoder_of
 from core.image_fetch import ImageFetcher, Skipped
 from core.inputs import load_inputs
 from core.label_config import kind_of
@@ -26,6 +27,7 @@ from core.model_cache import ModelCache
 from core.project_settings import ProjectSettings
 from core.store import ProjectStore
 from plugins.kinds import TaskKind
+from plugins.models.artifact import Artifact
 from worker.locking import Lease
 
 log = logging.getLogger("lsal.worker")
@@ -81,11 +83,18 @@ class JobContext:
         """The project's (or only the tasks `ids`') labeled and unlabeled tasks."""
         return split_tasks(self.ls.tasks(self.project, ids=ids), kind)
 
-    def inputs(self, kind: TaskKind, items: list[tuple[int, Any]]) -> tuple[list[int], np.ndarray, list[Skipped]]:
-        """Load (task, value) pairs as model input: (ids loaded, inputs, skipped)."""
+    def inputs(self, kind: TaskKind, items: list[tuple[int, Any]],
+               artifact: Artifact | None = None) -> tuple[list[int], np.ndarray, list[Skipped]]:
+        """Load (task, value) pairs as model input: (ids loaded, inputs, skipped); with the project's encoder,
+        its cached embeddings (the tasks the cache lacks are fetched, encoded and cached); for `artifact`'s
+        model, the inputs it was trained on (the encoder it recorded)."""
         fetcher = ImageFetcher(self.settings, self.ls)
+        pset = self.project_settings
+        spec = pset.encoder if artifact is None else encoder_of(artifact)
+        embedder = embedder_for(self.settings, self.project, spec,
+                                lambda phase, done, total: self.progress(embedded=done, to_embed=total))
         try:
-            return load_inputs(kind.input_type, fetcher, items, self.project_settings)
+            return load_inputs(kind.input_type, fetcher, items, pset, embedder=embedder)
         finally:
             fetcher.close()
 

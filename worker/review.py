@@ -21,7 +21,7 @@ from worker.context import JobContext
 from worker.task_fields import ensure_view, write_task_data
 
 log = logging.getLogger("lsal.worker")
-REVIEWABLE = ("image_classification", "image_multilabel")
+REVIEWABLE = ("image_classification", "image_multilabel", "text_classification", "text_multilabel")
 ISSUE_PREFIX = "lsal_issue"
 VIEW_TITLE = "lsal review"
 ISSUE_FIELDS = ("lsal_issue_rank", "lsal_issue_score", "lsal_issue_given", "lsal_issue_model_label",

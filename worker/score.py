@@ -53,7 +53,7 @@ def needed_inputs(strategy: Strategy, artifact: Artifact) -> frozenset[Input]:
 def labeled_inputs(ctx: JobContext, kind: TaskKind, artifact: Artifact,
                    labeled: list[tuple[int, Any, Any]]) -> tuple[np.ndarray, np.ndarray]:
     """The labeled tasks' model inputs and encoded targets (for strategies that read the labeled set)."""
-    ids, x, _ = ctx.inputs(kind, [(t, v) for t, v, _ in labeled])
+    ids, x, _ = ctx.inputs(kind, [(t, v) for t, v, _ in labeled], artifact)
     answer_of = {t: a for t, _, a in labeled}
     return x, kind.encode([answer_of[t] for t in ids])
 
@@ -74,7 +74,7 @@ def score_tasks(ctx: JobContext, version: str, pool: list[tuple[int, Any]], kind
     strategy = project_strategy(ctx, kind)
     needs = needed_inputs(strategy, artifact)
     with ctx.phase("load_inputs"):
-        ids, x_pool, skipped = ctx.inputs(kind, pool)
+        ids, x_pool, skipped = ctx.inputs(kind, pool, artifact)
         x_lab, y_lab = x_pool[:0], kind.encode([])
         if needs & LABELED_INPUTS and labeled:
             x_lab, y_lab = labeled_inputs(ctx, kind, artifact, labeled)

@@ -73,7 +73,7 @@ def score_shard(project: int, version: str, run: str, index: int, chunk: list[li
     _, kind = ctx.project_kind()
     artifact = ctx.models.get(project, version)
     strategy = build_strategy(strategy_spec)
-    ids, x, skipped = ctx.inputs(kind, [(int(t), v) for t, v in chunk])
+    ids, x, skipped = ctx.inputs(kind, [(int(t), v) for t, v in chunk], artifact)
     needs = needed_inputs(strategy, artifact) - LABELED_INPUTS
     inputs = artifact.model.pool_inputs(x, needs, x[:0], kind.encode([]))
     arrays: dict[str, np.ndarray] = {"task_ids": np.asarray(ids, dtype=np.int64),
@@ -140,7 +140,7 @@ def _extras(ctx: JobContext, kind: TaskKind, strategy: Strategy, artifact: Artif
     needs = needed_inputs(strategy, artifact) & (LABELED_INPUTS | {Input.HEAD})
     if isinstance(strategy, ScoreStrategy) or not needs:
         return None
-    x_lab, y_lab = ctx.inputs(kind, [])[1], kind.encode([])
+    x_lab, y_lab = ctx.inputs(kind, [], artifact)[1], kind.encode([])
     if needs & LABELED_INPUTS:
         x_lab, y_lab = labeled_inputs(ctx, kind, artifact, ctx.task_sets(kind).labeled)
     return artifact.model.pool_inputs(x_lab[:0], frozenset(needs), x_lab, y_lab)

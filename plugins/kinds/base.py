@@ -90,6 +90,7 @@ class TaskKind(ABC):
     default_strategy: ClassVar[str] = "badge"  # a new project's strategy when the defaults' has no form here
     gate_resamples: ClassVar[int] = 500  # the promotion gate's paired bootstrap resamples (fewer: costly metrics)
     confident_labels: ClassVar[bool] = False  # one class per task: confident pre-labels (plugins.confident) apply
+    default_encoder: ClassVar[str | None] = None  # a new project's encoder (text needs one to become vectors)
     default_image_size: ClassVar[int | None] = None  # a new project's image size when the defaults' model does not fit
 
     from_name: str  # the control's name

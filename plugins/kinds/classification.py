@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, recall_score
 
-from plugins.kinds.base import LabelConfig, TaskKind, bind_control
+from plugins.kinds.base import LabelConfig, TaskKind, UnsupportedConfigError, bind_control
 from plugins.kinds.registry import register
 from plugins.promotion import accuracy, class_shares
 
@@ -23,6 +23,10 @@ def _bound_choices(cls: type[ClassificationKind], config: LabelConfig, multiple:
             continue
         bound = bind_control(config, control, cls.object_tags, cls.min_labels, "Choices", "choice")
         if bound is not None:
+            target = config.object_named(bound[0])
+            if target is not None and target.attrs.get("valuetype", target.attrs.get("valueType")) == "url":
+                raise UnsupportedConfigError(f"<{target.tag.capitalize()} name={target.name!r}> loads its text from a "
+                                             "URL (valueType=\"url\"); put the text itself in the task's data")
             return cls(control.name, *bound)
     return None
 
@@ -179,6 +183,35 @@ class ImageMultiLabel(ClassificationKind):
             raise ValueError(f"strategy {', '.join(unsound)} has no multi-label form: a multi-label project "
                              f"({self.from_name!r} ticks several choices) can use "
                              f"{', '.join(multilabel_strategies())}")
+
+
+class TextKind:
+    """What the text kinds change in their image twins: the object is a <Text> (or <HyperText>) holding the
+    text itself, which a frozen encoder (MiniLM) turns into the embedding a logistic head trains on."""
+
+    object_tags: ClassVar[tuple[str, ...]] = ("text", "hypertext")
+    input_type = "text"
+    models = ("logistic",)
+    default_encoder = "minilm"
+    shardable = True
+
+
+@register("text_classification")
+@dataclass(frozen=True)
+class TextClassification(TextKind, ImageClassification):
+    """One choice per text: the single-label classification kind on <Text> tasks."""
+
+    title = "text classification"
+    needs = 'a <Text value="$field"> with a single-choice <Choices toName=...> (at least 2 choices)'
+
+
+@register("text_multilabel")
+@dataclass(frozen=True)
+class TextMultiLabel(TextKind, ImageMultiLabel):
+    """Several choices per text (<Choices choice="multiple">): the multi-label kind on <Text> tasks."""
+
+    title = "multi-label text classification"
+    needs = 'a <Text value="$field"> with a <Choices choice="multiple" toName=...> (at least 2 choices)'
 
 
 def _unsound_names(strategy: Any) -> set[str]:

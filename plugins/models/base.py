@@ -39,6 +39,7 @@ class ModelPlugin(ABC):
     name: ClassVar[str] = "model"
     Params: ClassVar[type[ModelParams]] = ModelParams
     provides: ClassVar[frozenset[Input]] = frozenset()
+    reads_vectors: ClassVar[bool] = False  # trains on feature vectors (an encoder's embeddings), not only images
 
     def __init__(self, n_classes: int, **params: Any) -> None:
         if n_classes < 1:

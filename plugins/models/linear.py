@@ -115,6 +115,7 @@ class LogisticModel(ModelPlugin):
 
     provides = frozenset({Input.PROBS, Input.SAMPLES, Input.EMBEDDINGS, Input.LABELED_EMBEDDINGS,
                           Input.LABELED_LABELS, Input.HEAD})
+    reads_vectors = True
 
     def __init__(self, n_classes: int, **params) -> None:
         super().__init__(n_classes, **params)
