@@ -183,9 +183,9 @@ def test_restricted_unpickler_refuses_anything_but_arrays(tmp_path):
 
 
 def test_registry():
-    assert set(datasets.DATASETS.names()) == {"digits", "mnist", "folder", "defects"}
+    assert set(datasets.DATASETS.names()) == {"digits", "mnist", "folder", "defects", "fortunes"}
     assert load_dataset("digits", seed=3).n_classes == 10
-    with pytest.raises(UnknownPluginError, match="available: defects, digits, folder, mnist"):
+    with pytest.raises(UnknownPluginError, match="available: defects, digits, folder, fortunes, mnist"):
         load_dataset("cifar")
 
 

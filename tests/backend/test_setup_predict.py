@@ -73,7 +73,7 @@ def _mkdir(path):
 def test_setup_checks_the_config_first_and_changes_nothing_label_studio_did_not_confirm(client):
     # (a confirmed /setup answering 200 with a string model version is checked against a real Label Studio
     # in tests/e2e/test_security.py)
-    text = '<View><Text name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
+    text = '<View><Audio name="t" value="$t"/><Choices name="c" toName="t"><Choice value="a"/></Choices></View>'
     bad = client.post("/setup", json={"project": "3.1700000000", "schema": text})
     assert bad.status_code == 422 and "image classification" in bad.json()["detail"]
     assert client.post("/setup", json={"schema": CONFIG}).status_code == 400
