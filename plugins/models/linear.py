@@ -90,6 +90,26 @@ def fit_per_label(z: np.ndarray, targets: np.ndarray, c: float, max_iter: int) -
     return LinearState(weight, bias, multilabel=True)
 
 
+def row_space(z: np.ndarray, rtol: float = 1e-10) -> np.ndarray | None:
+    """(D, r) orthonormal basis of the span of z's rows when D > N (None otherwise). An L2-regularized linear
+    model's optimal weights lie in that span (the representer theorem: a component orthogonal to every row
+    changes no training logit and only adds to the penalty), so fitting on z @ basis and lifting the weights
+    back is the same optimum, with r <= N features instead of D."""
+    n, d = z.shape
+    if d <= n or n == 0:
+        return None
+    _, singular, vt = np.linalg.svd(z, full_matrices=False)
+    keep = singular > rtol * max(float(singular[0]), 1e-300) if len(singular) else singular > 0
+    return vt[keep].T
+
+
+def lifted(state: LinearState, basis: np.ndarray | None) -> LinearState:
+    """`state` fitted on z @ basis, as weights on z itself."""
+    if basis is None:
+        return state
+    return LinearState(state.weight @ basis.T, state.bias, state.multilabel)
+
+
 def stratified_bootstrap(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Indices of a bootstrap resample drawn within each class, so every member sees every labeled class."""
     return np.concatenate([rng.choice(np.flatnonzero(y == c), size=int((y == c).sum())) for c in np.unique(y)])
@@ -145,13 +165,15 @@ class LogisticModel(ModelPlugin):
         self.scale = np.maximum(std, std.mean() + 1e-12)
         z = self.embed(x)
         p = self.params
-        self.state = self._fit_one(z, y)
+        basis = row_space(z)  # high-dimensional embeddings, few labels: fit in the span of the labeled rows
+        zr = z if basis is None else z @ basis
+        self.state = lifted(self._fit_one(zr, y), basis)
         rng = np.random.default_rng(p.seed)
         strata = label_strata(y) if p.multilabel else y
         self.members = []
         for member in range(p.committee):
-            idx = stratified_bootstrap(strata, rng)
-            self.members.append(self._fit_one(z[idx], y[idx]))
+            idx = stratified_bootstrap(strata, rng)  # a member's rows lie in the same span
+            self.members.append(lifted(self._fit_one(zr[idx], y[idx]), basis))
             if progress:
                 progress({"phase": "committee", "member": member + 1, "of": p.committee})
         return {"train_accuracy": self._accuracy(z, y), "labels": float(len(y))}
