@@ -187,11 +187,12 @@ class ImageMultiLabel(ClassificationKind):
 
 class TextKind:
     """What the text kinds change in their image twins: the object is a <Text> (or <HyperText>) holding the
-    text itself, which a frozen encoder (MiniLM) turns into the embedding a logistic head trains on."""
+    text itself, which a frozen encoder (MiniLM) turns into the embedding a head (logistic committee or MC-dropout MLP)
+    trains on."""
 
     object_tags: ClassVar[tuple[str, ...]] = ("text", "hypertext")
     input_type = "text"
-    models = ("logistic",)
+    models = ("logistic", "mlp")
     default_encoder = "minilm"
     shardable = True
 

@@ -16,7 +16,7 @@ from plugins.models.base import Augment, ModelParams, ModelPlugin, Progress, lab
 from plugins.strategies import Input, InvalidParamsError, PoolInputs
 
 # Logit given to classes absent from a training set: their probability is ~1e-13, never exactly 0.
-_UNSEEN_LOGIT = -30.0
+UNSEEN_LOGIT = -30.0
 
 
 class LinearState:
@@ -43,7 +43,7 @@ class LinearState:
 def fit_linear(z: np.ndarray, y: np.ndarray, n_classes: int, c: float, max_iter: int) -> LinearState:
     """Fit multinomial logistic regression on standardized features; classes absent from y get ~0 mass."""
     weight = np.zeros((n_classes, z.shape[1]))
-    bias = np.full(n_classes, _UNSEEN_LOGIT)
+    bias = np.full(n_classes, UNSEEN_LOGIT)
     seen = np.unique(y)
     if len(seen) == 1:
         bias[seen[0]] = 0.0
@@ -115,7 +115,7 @@ def stratified_bootstrap(y: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.choice(np.flatnonzero(y == c), size=int((y == c).sum())) for c in np.unique(y)])
 
 
-def _features(x: np.ndarray) -> np.ndarray:
+def feature_matrix(x: np.ndarray) -> np.ndarray:
     """(N, D) float64 features; (N, H, W[, C]) images are flattened."""
     x = np.asarray(x, dtype=np.float64)
     return x.reshape(len(x), int(np.prod(x.shape[1:], dtype=np.int64)))  # -1 cannot size an empty batch
@@ -151,13 +151,13 @@ class LogisticModel(ModelPlugin):
         """Standardized features (images are flattened): the embedding strategies see."""
         if self.mean is None:
             raise RuntimeError("the model is not trained yet")
-        return (_features(x) - self.mean) / self.scale
+        return (feature_matrix(x) - self.mean) / self.scale
 
     def fit(self, x: np.ndarray, y: np.ndarray, progress: Progress | None = None,
             augment: Augment | None = None) -> dict[str, float]:
         if augment is not None:
             raise InvalidParamsError("the logistic model trains on feature vectors; image augmentation does not apply")
-        x = _features(x)
+        x = feature_matrix(x)
         y = self.check_targets(y, len(x))
         self.mean = x.mean(axis=0)
         std = x.std(axis=0)
