@@ -175,6 +175,8 @@ def simulate(
     model_param: Annotated[list[str], typer.Option(help="model parameter key=value (repeatable)")] = [],
     encoder: Annotated[str | None, typer.Option(help="a frozen encoder whose cached embeddings the model trains "
                                                      "on: mobilenet_v2 (images) or minilm (text)")] = None,
+    encoder_param: Annotated[list[str], typer.Option(help="encoder parameter key=value, e.g. size=64 "
+                                                          "(repeatable)")] = [],
     stopping: Annotated[str | None, typer.Option(
         help='a stopping rule as JSON, e.g. \'{"target": 0.9}\' or \'{"min_gain": 0.005, "patience": 3}\'')] = None,
     gate: Annotated[bool, typer.Option("--gate/--no-gate", help="the service's promotion gate: a stable 20% of "
@@ -194,6 +196,7 @@ def simulate(
             cfg = SimulationConfig(
                 dataset=dataset, dataset_params=_key_values(dataset_param, "--dataset-param"), model=model,
                 model_params=_key_values(model_param, "--model-param"), encoder=encoder,
+                encoder_params=_key_values(encoder_param, "--encoder-param"),
                 strategies=[{"name": n.strip()} for n in strategy_names.split(",") if n.strip()],
                 seeds=seeds, first_seed=first_seed, initial=initial, batch=batch, budget=budget, target=target,
                 pool_subsample=pool_subsample, stopping=json.loads(stopping) if stopping else {}, gate=gate,
