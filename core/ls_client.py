@@ -100,7 +100,7 @@ class LabelStudioClient:
         """Every task of the project with its annotations, page by page; only the tasks `ids` names, when
         given (asked for in chunks of `page_size`, through the Data Manager's selectedItems query)."""
         if ids is None:
-            yield from self._all_tasks(project, page_size)
+            yield from self._task_pages(project, page_size, {})
             return
         wanted = sorted({int(i) for i in ids})
         for start in range(0, len(wanted), page_size):
@@ -108,26 +108,13 @@ class LabelStudioClient:
             query = {"selectedItems": {"all": False, "included": chunk}}
             yield from self._task_pages(project, page_size, {"query": json.dumps(query)})
 
-    def _all_tasks(self, project: int, page_size: int) -> list[dict[str, Any]]:
-        """Every task: the list without annotations and predictions (Label Studio serializes a task's predictions
-        too when asked for its annotations, which doubles the time of a large project's list), then the tasks
-        with an annotation or a skip in full. A task annotated between the two calls comes in full; one annotated
-        after the second is unlabeled this time, as it would be in one call made a moment earlier."""
-        light = list(self._task_pages(project, page_size, {}, full=False))
-        query = {"filters": {"conjunction": "or", "items": [
-            {"filter": "filter:tasks:total_annotations", "operator": "greater", "type": "Number", "value": 0},
-            {"filter": "filter:tasks:cancelled_annotations", "operator": "greater", "type": "Number", "value": 0}]}}
-        full = {t.get("id"): t for t in self._task_pages(project, page_size, {"query": json.dumps(query)})}
-        return [full.get(task.get("id"), task) for task in light]
-
-    def _task_pages(self, project: int, page_size: int, extra: dict[str, str],
-                    full: bool = True) -> Iterator[dict[str, Any]]:
+    def _task_pages(self, project: int, page_size: int, extra: dict[str, str]) -> Iterator[dict[str, Any]]:
         page = 1
         while True:
             try:
                 body = self.request("GET", "/api/tasks", f"list tasks of project {project}",
                                     params={"project": project, "page": page, "page_size": page_size,
-                                            **({"fields": "all"} if full else {}), **extra})
+                                            "fields": "all", **extra})
             except LabelStudioError as exc:
                 if "HTTP 404" in str(exc) and page > 1:  # past the last page
                     return
