@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,3 +218,29 @@ def test_a_detection_simulation_runs_the_detector_and_box_strategies_and_reports
     text = result.table_path.read_text()
     assert "test map_50" in text and "final map_50" in text
     assert (tmp_path / "results.csv").is_file() and (tmp_path / "learning_curve.png").is_file()
+
+
+def test_a_text_data_set_simulates_on_an_encoders_cached_embeddings(tmp_path, monkeypatch) -> None:
+    from plugins.datasets import FORTUNES_DIR
+    from plugins.minilm_files import checked_minilm_dir
+    from plugins.models.pretrained import PretrainedWeightsError
+
+    try:
+        weights = checked_minilm_dir()[0].parent
+    except PretrainedWeightsError as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"the MiniLM files are not fetched here: {exc}")
+    if not Path(FORTUNES_DIR).is_dir() and not os.environ.get("CI"):
+        pytest.skip("Debian's fortunes package is not installed here")
+    monkeypatch.setenv("LSAL_WEIGHTS_DIR", str(weights))
+    monkeypatch.setenv("LSAL_CACHE_DIR", str(tmp_path / "cache"))  # the data set's embeddings land here
+    params = {"categories": ["startrek", "food", "law"]}
+    with pytest.raises(ValueError, match="holds texts: pass an encoder"):
+        run_simulation(SimulationConfig(dataset="fortunes", dataset_params=params), tmp_path / "none")
+    config = SimulationConfig(dataset="fortunes", dataset_params=params, encoder="minilm", seeds=1, initial=30,
+                              batch=30, budget=90, strategies=[StrategySpec(name="random")])
+    result = run_simulation(config, tmp_path / "out")
+    accuracies = [r.accuracy for r in result.results]
+    assert len(accuracies) == 3 and accuracies[-1] > 0.6, accuracies  # three topics, a third by chance
+    assert len(list((tmp_path / "cache" / "embeddings").glob("fortunes-minilm-*.npz"))) == 1
