@@ -65,7 +65,7 @@ class MobileNetV2Encoder(Encoder):
     def image_size(self) -> int:
         return self.params.size
 
-    def _batch(self, images: np.ndarray) -> torch.Tensor:
+    def prepare(self, images: np.ndarray) -> torch.Tensor:
         """(B, H, W, C) uint8 -> normalized (B, 3, size, size) float on the encoder's device."""
         x = torch.as_tensor(np.ascontiguousarray(images), device=self.device)
         x = x.reshape(*x.shape[:3], -1).permute(0, 3, 1, 2).float() / 255.0
@@ -86,7 +86,7 @@ class MobileNetV2Encoder(Encoder):
         step = self.params.batch
         with torch.inference_mode():
             for start in range(0, len(images), step):
-                features = self.features(self._batch(images[start:start + step]))
+                features = self.features(self.prepare(images[start:start + step]))
                 out[start:start + step] = features.mean(dim=(2, 3)).float().cpu().numpy()
                 if progress:
                     progress(min(start + step, len(images)), len(images))
