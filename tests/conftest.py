@@ -191,3 +191,20 @@ def review_record() -> dict:
     return {"version": "v3", "created_at": 1.7e9, "kind": "image_classification", "model": "logistic",
             "labeled": 3, "reviewed": 3, "flagged": 2, "folds": 2, "method": "confident learning",
             "multilabel": False, "not_reviewed": [], "skipped": 0, "items": items}
+
+
+@pytest.fixture
+def s3_endpoint(monkeypatch):
+    """A real S3-compatible server (moto's, over HTTP on 127.0.0.1) with a bucket "lsal"; its endpoint URL."""
+    moto_server = pytest.importorskip("moto.server", reason="moto[server] is part of the test extra")
+    boto3 = pytest.importorskip("boto3")
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
+                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
+        monkeypatch.setenv(key, value)
+    endpoint = f"http://{host}:{port}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lsal")
+    yield endpoint
+    server.stop()

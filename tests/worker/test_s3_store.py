@@ -4,28 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-moto_server = pytest.importorskip("moto.server", reason="moto[server] is part of the test extra")
-boto3 = pytest.importorskip("boto3")
-
-from core.artifact_store import S3ArtifactStore, open_store  # noqa: E402
+from core.artifact_store import S3ArtifactStore, open_store
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0)
-    server.start()
-    host, port = server.get_host_and_port()
-    for key, value in {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
-                       "AWS_DEFAULT_REGION": "us-east-1"}.items():
-        monkeypatch.setenv(key, value)
-    endpoint = f"http://{host}:{port}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="lsal")
-    yield endpoint
-    server.stop()
-
-
-def test_put_get_and_delete_a_prefix_over_http(s3):
-    store = open_store("s3://lsal/runs", s3)
+def test_put_get_and_delete_a_prefix_over_http(s3_endpoint):
+    store = open_store("s3://lsal/runs", s3_endpoint)
     assert isinstance(store, S3ArtifactStore)
     for i in range(3):
         store.put(f"project-1/shards/r1/{i:05d}.npz", bytes([i]) * 10)
