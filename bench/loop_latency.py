@@ -38,23 +38,10 @@ from stack.http import Client, secret_auth  # noqa: E402
 from stack.images import ImageServer  # noqa: E402
 from stack.local import start_label_studio, start_redis, start_services  # noqa: E402
 from stack.processes import Stops, lsal_env  # noqa: E402
-from stack.runs import BenchError, run_main, say, table  # noqa: E402
+from stack.runs import BenchError, run_main, say, table, wait_for  # noqa: E402
 from stack.settings import service_env  # noqa: E402
 
 IMPORT_CHUNK = 5000  # tasks per import request
-
-
-def wait_for(check, timeout: float, what: str, alive, interval: float = 0.1) -> Any:
-    """check()'s first truthy value, polled every `interval` s; BenchError after `timeout` s or when a service died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive()
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
@@ -66,7 +53,7 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     urls = [f"{cycle[i % len(cycle)]}?task={i}" for i in range(args.tasks)]  # one distinct URL per task
     truth = {u: labels[i % len(cycle)] for i, u in enumerate(urls)}
 
-    redis_url = start_redis(workdir, stops)
+    redis_url, _ = start_redis(workdir, stops)
     ls_server = start_label_studio(workdir, stops)
     secret = secrets.token_hex(16)
     defaults = {"strategy": {"name": args.strategy}, "model": {"name": "logistic", "params": {"committee": 4}},
@@ -97,7 +84,8 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     def status() -> dict[str, Any]:
         return admin.call("GET", f"/admin/projects/{project}/status", "status")
 
-    wait_for(lambda: status()["webhook_url"] == f"{services.url}/webhook", 120, "the webhook registration", alive)
+    wait_for(lambda: status()["webhook_url"] == f"{services.url}/webhook", 120, "the webhook registration", alive,
+             interval=0.1)
 
     def label_next(n: int) -> float:
         """Annotate `n` tasks in /next order with their true class; the time of the last POST."""
@@ -130,7 +118,7 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
         version = f"v{number}"
         label_next(args.every - 1)
         t0 = label_next(1)
-        s = wait_for(lambda: live(version), args.timeout, f"{version} live in Label Studio", alive)
+        s = wait_for(lambda: live(version), args.timeout, f"{version} live in Label Studio", alive, interval=0.1)
         latency = time.perf_counter() - t0
         latencies.append(latency)
         retrain = (s.get("last_retrain") or {}).get("timings") or {}

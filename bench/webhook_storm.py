@@ -44,21 +44,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from core.queueing import fetch_job, pending_key, queue_for
-from stack.annotator import DIGITS_LABEL_CONFIG, Annotator, LabelStudio
+from stack.annotator import DIGITS_LABEL_CONFIG, Annotator
 from stack.digits import prepare_digits
 from stack.http import Client, secret_auth
 from stack.images import ImageServer
-from stack.processes import (
-    DEFAULT_LS_BIN,
-    ManagedProcess,
-    Stops,
-    free_port,
-    lsal_command,
-    lsal_env,
-    redis_process,
-    wait_for_redis,
-)
-from stack.runs import T0, BenchError, pct, run_main, say, table
+from stack.local import start_label_studio, start_redis, start_services
+from stack.processes import Stops, lsal_env
+from stack.runs import T0, BenchError, pct, run_main, say, table, wait_for
 from stack.settings import service_env
 
 QUEUE = "lsal"
@@ -259,19 +251,6 @@ def make_plan(projects: dict[int, dict[str, Any]], seconds: float) -> list[tuple
 # --------------------------------------------------------------------------------------------------------
 
 
-def wait_for(check: Callable[[], Any], timeout: float, what: str, alive: Callable[[], None],
-             interval: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        alive()
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
 def create_project(ls: Annotator, admin: Client, backend_url: str, title: str, urls: list[str], secret: str,
                    alive: Callable[[], None]) -> tuple[int, dict[int, str]]:
     """A digits project with one task per URL, connected to the backend; (id, {task id: url})."""
@@ -335,7 +314,6 @@ def check_versions(versions: list[dict[str, Any]], results: list[dict[str, Any]]
 
 def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     from redis import Redis
-    from rq import Worker
 
     logs = workdir / "logs"
     secret = secrets.token_hex(16)
@@ -348,46 +326,15 @@ def run(args: argparse.Namespace, stops: Stops, workdir: Path) -> int:
     urls = images.urls(data.files)
     truth = dict(zip(urls, data.labels))
 
-    redis_port = free_port()
-    (workdir / "redis").mkdir(parents=True, exist_ok=True)
-    redis_proc = redis_process(workdir / "redis", redis_port)
-    redis_proc.log_path = logs / "redis.log"
-    stops.add("redis-server", redis_proc.stop)
-    redis_proc.start()
-    wait_for_redis(redis_proc, redis_port)
-    redis_url = f"redis://127.0.0.1:{redis_port}/0"
-    say(f"redis-server pid {redis_proc.pid} on port {redis_port}")
-
-    ls_server = LabelStudio(workdir / "label-studio", ls_bin=DEFAULT_LS_BIN, log_path=logs / "label-studio.log",
-                            log_level="WARNING")
-    stops.add("Label Studio", ls_server.stop)
-    fresh = not (ls_server.data_dir / "label_studio.sqlite3").exists()
-    say("starting Label Studio" + (" (fresh data dir: migrations take ~40 s)" if fresh else ""))
-    ls_server.start(timeout=600 if fresh else 180)
-    if not ls_server.token_works():
-        raise BenchError(f"Label Studio refuses the local admin token: {ls_server.data_dir} was not created by lsal "
-                         "tooling; use a fresh --workdir")
-    say(f"Label Studio pid {ls_server.pid} at {ls_server.url}")
-
-    port = free_port()
-    backend_url = f"http://127.0.0.1:{port}"
+    redis_url, redis_proc = start_redis(workdir, stops)
+    ls_server = start_label_studio(workdir, stops)
     env = lsal_env(service_env(label_studio_url=ls_server.url, token=ls_server.token, redis_url=redis_url,
                                secret=secret, model_dir=workdir / "models", image_hosts=images.host,
                                OMP_NUM_THREADS="1", LSAL_RECONCILE_S="0"))
-    backend = ManagedProcess("lsal serve", lsal_command("serve", "--host", "127.0.0.1", "--port", str(port),
-                                                        "--log-level", "warning"), logs / "backend.log", env,
-                             cwd=REPO, inherit_env=False)
-    worker = ManagedProcess("lsal worker", lsal_command("worker", "--class", "simple"), logs / "worker.log", env,
-                            cwd=REPO, inherit_env=False)
-    stops.add("lsal serve", backend.stop)
-    stops.add("lsal worker", worker.stop)
-    backend.start()
-    worker.start()
+    services = start_services(workdir, stops, env, ("--class", "simple"))
+    backend, worker, backend_url = services.backend, services.worker, services.url
     redis = Redis.from_url(redis_url)
     stops.add("the Redis client", redis.close)
-    backend.wait_http(f"{backend_url}/health", timeout=180)
-    worker.wait_until(lambda: Worker.count(connection=redis) > 0, 180, "worker registration")
-    say(f"lsal serve pid {backend.pid} at {backend_url}; lsal worker pid {worker.pid}")
 
     def alive() -> None:
         for proc in (backend, worker, redis_proc, ls_server.process):

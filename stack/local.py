@@ -21,8 +21,8 @@ from stack.runs import BenchError, say
 REPO = Path(__file__).resolve().parents[1]
 
 
-def start_redis(workdir: Path, stops: Stops) -> str:
-    """A private redis-server in `workdir/redis` on a free port; its URL."""
+def start_redis(workdir: Path, stops: Stops) -> tuple[str, ManagedProcess]:
+    """A private redis-server in `workdir/redis` on a free port; its URL and process."""
     port = free_port()
     (workdir / "redis").mkdir(parents=True, exist_ok=True)
     process = redis_process(workdir / "redis", port)
@@ -31,7 +31,7 @@ def start_redis(workdir: Path, stops: Stops) -> str:
     process.start()
     wait_for_redis(process, port)
     say(f"redis-server pid {process.pid} on port {port}")
-    return f"redis://127.0.0.1:{port}/0"
+    return f"redis://127.0.0.1:{port}/0", process
 
 
 def start_label_studio(workdir: Path, stops: Stops) -> LabelStudio:

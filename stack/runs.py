@@ -49,6 +49,21 @@ def interruptible() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def wait_for(check: Callable[[], Any], timeout: float, what: str, alive: Callable[[], None],
+             interval: float = 0.5) -> Any:
+    """check()'s first truthy value, polled every `interval` s; BenchError after `timeout` s, and whatever
+    alive() raises when a process the benchmark started has died."""
+    deadline = time.monotonic() + timeout
+    while True:
+        alive()
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise BenchError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(interval)
+
+
 def pct(values, q: float) -> float:
     """The q-th percentile, NaN for no values."""
     return float(np.percentile(np.asarray(values, dtype=float), q)) if len(values) else float("nan")
